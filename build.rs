@@ -1,0 +1,16 @@
+//! Compiles the .proto files of the test and demo services.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("PROTOC").is_none() {
+        // A protoc shipped inside a crate, so a fresh machine needs nothing installed.
+        std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+    }
+    println!("cargo:rerun-if-changed=proto");
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("testing_descriptor.bin"))
+        .compile_protos(&["proto/switchboard/testing/v1/testing.proto"], &["proto"])?;
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! Streaming bodies between caller and upstream. Message bytes pass through as the `Bytes`
+//! they arrived in; only frame headers are inspected, to enforce size limits.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use crate::protocol::grpc::frame::{FrameError, FrameScanner, FLAG_COMPRESSED};
+use crate::protocol::grpc::{Code, Status};
+use crate::protocol::grpc_web::TextDecoder;
+use crate::upstream::StreamGuard;
+
+/// Error type of bodies.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every request and response the proxy makes.
+pub(crate) type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body holding `bytes`.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> BoxBody {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub(crate) fn empty() -> BoxBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Where a request body that fails records why, so the response side reports that status
+/// instead of the upstream reset it causes.
+pub(crate) type FailureSlot = Arc<OnceLock<Status>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct RequestFailed(Status);
+
+/// The caller's request body on its way upstream: text mode decoded, frames checked.
+pub(crate) struct RequestBody {
+    inner: Incoming,
+    text: Option<TextDecoder>,
+    scanner: FrameScanner,
+    failure: FailureSlot,
+    done: bool,
+}
+
+impl RequestBody {
+    /// Wraps a caller body. `text` decodes base64 first.
+    pub(crate) fn new(
+        inner: Incoming,
+        text: bool,
+        limit: usize,
+        failure: FailureSlot,
+    ) -> RequestBody {
+        RequestBody {
+            inner,
+            text: text.then(TextDecoder::default),
+            scanner: FrameScanner::new(limit, FLAG_COMPRESSED),
+            failure,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        let _ = self.failure.set(status.clone());
+        Poll::Ready(Some(Err(Box::new(RequestFailed(status)))))
+    }
+}
+
+fn request_frame_status(e: &FrameError) -> Status {
+    match e {
+        FrameError::TooLarge { .. } => Status::new(Code::ResourceExhausted, format!("request {e}")),
+        FrameError::Truncated { .. } | FrameError::BadFlags(_) => Status::new(
+            Code::InvalidArgument,
+            format!("malformed request body: {e}"),
+        ),
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    let Ok(mut data) = frame.into_data() else {
+                        // Callers must not send request trailers; they are dropped.
+                        continue;
+                    };
+                    if let Some(text) = &mut this.text {
+                        match text.decode(&data) {
+                            Ok(decoded) => data = decoded,
+                            Err(e) => {
+                                return this.fail(Status::new(Code::InvalidArgument, e.to_string()))
+                            }
+                        }
+                        if data.is_empty() {
+                            continue;
+                        }
+                    }
+                    if let Err(e) = this.scanner.scan(&data) {
+                        return this.fail(request_frame_status(&e));
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => {
+                    // The caller went away; the upstream stream is reset.
+                    this.done = true;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                None => {
+                    if let Some(Err(e)) = this.text.as_ref().map(TextDecoder::finish) {
+                        return this.fail(Status::new(Code::InvalidArgument, e.to_string()));
+                    }
+                    if let Err(e) = this.scanner.finish() {
+                        return this.fail(request_frame_status(&e));
+                    }
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}
+
+/// How a call ended: its status and the trailing metadata (without the status fields).
+#[derive(Debug, Clone)]
+pub(crate) struct End {
+    /// The status.
+    pub(crate) status: Status,
+    /// Trailing metadata other than `grpc-status`, `grpc-message`, `grpc-status-details-bin`.
+    pub(crate) metadata: HeaderMap,
+}
+
+impl End {
+    /// An end with a status and no metadata.
+    pub(crate) fn status(status: Status) -> End {
+        End {
+            status,
+            metadata: HeaderMap::new(),
+        }
+    }
+
+    /// Splits a trailer block (or Trailers-Only headers) into status and metadata.
+    pub(crate) fn from_trailers(mut trailers: HeaderMap, upstream: &str) -> End {
+        let status = Status::from_headers(&trailers).unwrap_or_else(|| {
+            Status::new(
+                Code::Unknown,
+                format!("upstream {upstream:?} sent trailers without grpc-status"),
+            )
+        });
+        for name in [
+            "grpc-status",
+            "grpc-message",
+            "grpc-status-details-bin",
+            "content-type",
+            "content-length",
+        ] {
+            trailers.remove(name);
+        }
+        strip_hop_headers(&mut trailers);
+        End {
+            status,
+            metadata: trailers,
+        }
+    }
+}
+
+/// Removes headers that never travel as metadata.
+pub(crate) fn strip_hop_headers(headers: &mut HeaderMap) {
+    let names: Vec<_> = headers
+        .keys()
+        .filter(|n| crate::protocol::grpc::metadata::is_hop_or_protocol_header(n))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+/// One step of an upstream response.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Bytes of gRPC frames, in arrival order, at arbitrary boundaries.
+    Data(Bytes),
+    /// The end of the call. Nothing follows.
+    End(End),
+}
+
+/// The body of an upstream gRPC response as a sequence of [`Event`]s: data as it arrives,
+/// then exactly one end. Enforces the response size limit and the call's deadline, and maps
+/// resets and lost connections to statuses. Dropping it resets the upstream stream.
+pub(crate) struct GrpcStream {
+    body: Option<Incoming>,
+    _guard: Option<StreamGuard>,
+    scanner: FrameScanner,
+    deadline: Option<Pin<Box<Sleep>>>,
+    failure: FailureSlot,
+    upstream: Arc<str>,
+    pending_end: Option<End>,
+}
+
+impl GrpcStream {
+    /// Follows an upstream body.
+    pub(crate) fn new(
+        body: Incoming,
+        guard: StreamGuard,
+        limit: usize,
+        deadline: Option<Instant>,
+        failure: FailureSlot,
+        upstream: Arc<str>,
+    ) -> GrpcStream {
+        GrpcStream {
+            body: Some(body),
+            _guard: Some(guard),
+            scanner: FrameScanner::new(limit, FLAG_COMPRESSED),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            failure,
+            upstream,
+            pending_end: None,
+        }
+    }
+
+    /// A stream that is already over.
+    pub(crate) fn ended(end: End) -> GrpcStream {
+        GrpcStream {
+            body: None,
+            _guard: None,
+            scanner: FrameScanner::new(0, 0),
+            deadline: None,
+            failure: Arc::new(OnceLock::new()),
+            upstream: Arc::from(""),
+            pending_end: Some(end),
+        }
+    }
+
+    fn finish(&mut self, end: End) -> Poll<Option<Event>> {
+        // Dropping the body resets the upstream stream if it is still open.
+        self.body = None;
+        self._guard = None;
+        self.deadline = None;
+        Poll::Ready(Some(Event::End(end)))
+    }
+
+    fn failure_or(&self, status: Status) -> End {
+        End::status(self.failure.get().cloned().unwrap_or(status))
+    }
+
+    /// The next event.
+    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if let Some(end) = self.pending_end.take() {
+            return Poll::Ready(Some(Event::End(end)));
+        }
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(d) = self.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                return self.finish(End::status(deadline_exceeded()));
+            }
+        }
+        match ready!(Pin::new(body).poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if let Err(e) = self.scanner.scan(&data) {
+                        let status = match e {
+                            FrameError::TooLarge { .. } => {
+                                Status::new(Code::ResourceExhausted, format!("response {e}"))
+                            }
+                            _ => Status::new(
+                                Code::Internal,
+                                format!("upstream {:?} sent a malformed frame: {e}", self.upstream),
+                            ),
+                        };
+                        return self.finish(End::status(status));
+                    }
+                    Poll::Ready(Some(Event::Data(data)))
+                }
+                Err(frame) => {
+                    let trailers = frame.into_trailers().unwrap_or_default();
+                    let end = match self.scanner.finish() {
+                        Ok(()) => End::from_trailers(trailers, &self.upstream),
+                        Err(e) => End::status(Status::new(
+                            Code::Internal,
+                            format!(
+                                "upstream {:?} ended the stream mid-message: {e}",
+                                self.upstream
+                            ),
+                        )),
+                    };
+                    self.finish(end)
+                }
+            },
+            Some(Err(e)) => {
+                let end = self.failure_or(status_from_hyper(&e, &self.upstream));
+                self.finish(end)
+            }
+            None => {
+                let end = self.failure_or(Status::new(
+                    Code::Internal,
+                    format!(
+                        "upstream {:?} closed the stream without trailers",
+                        self.upstream
+                    ),
+                ));
+                self.finish(end)
+            }
+        }
+    }
+}
+
+use std::future::Future as _;
+
+/// The status for a call whose deadline passed.
+pub(crate) fn deadline_exceeded() -> Status {
+    Status::new(Code::DeadlineExceeded, "deadline exceeded")
+}
+
+/// Maps a failed upstream exchange to a status, finding HTTP/2 resets and I/O errors in the
+/// error's causes.
+pub(crate) fn status_from_hyper(err: &hyper::Error, upstream: &str) -> Status {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(h2e) = e.downcast_ref::<h2::Error>() {
+            if h2e.is_go_away() {
+                return Status::new(
+                    Code::Unavailable,
+                    format!("upstream {upstream:?} closed the connection (GOAWAY)"),
+                );
+            }
+            if let Some(reason) = h2e.reason() {
+                return Status::new(
+                    Code::from_h2_reason(reason),
+                    format!("upstream {upstream:?} reset the stream ({reason:?})"),
+                );
+            }
+            if h2e.is_io() {
+                return Status::new(
+                    Code::Unavailable,
+                    format!("connection to upstream {upstream:?} lost: {h2e}"),
+                );
+            }
+        }
+        if e.downcast_ref::<std::io::Error>().is_some() {
+            return Status::new(
+                Code::Unavailable,
+                format!("connection to upstream {upstream:?} lost: {e}"),
+            );
+        }
+        source = e.source();
+    }
+    Status::new(
+        Code::Unavailable,
+        format!("upstream {upstream:?} failed: {err}"),
+    )
+}

@@ -1,0 +1,59 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Lets browsers and HTTP/1.1 clients call gRPC services: accepts gRPC-Web (binary and text)
+/// and native gRPC, and forwards native gRPC over HTTP/2 to backends.
+///
+/// Run from a YAML file with --config, or in quick mode with --listen and --upstream.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; without a command, run the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Run from this YAML config file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "upstream", "allow_origin"])]
+    pub config: Option<PathBuf>,
+
+    /// Quick mode: the address to listen on, e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR", requires = "upstream")]
+    pub listen: Option<SocketAddr>,
+
+    /// Quick mode: the backend every call goes to: http://host:port (h2c) or https://host:port.
+    #[arg(long, value_name = "URL", requires = "listen")]
+    pub upstream: Option<String>,
+
+    /// Quick mode: an origin browsers may call from (repeat for more; * for any).
+    /// Without it no cross-origin call is allowed.
+    #[arg(long = "allow-origin", value_name = "ORIGIN", requires = "upstream")]
+    pub allow_origin: Vec<String>,
+
+    /// Log format on stderr. Filter with RUST_LOG (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a config file and the files it names; exit non-zero on error.
+    Check {
+        /// The YAML config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}

@@ -1,0 +1,234 @@
+//! One upstream call, whatever the caller's protocol: deadline, headers, sending, and
+//! classifying the reply into metadata plus a [`GrpcStream`].
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::{self, BoxBody, End, FailureSlot, GrpcStream};
+use crate::protocol::grpc::metadata::is_hop_or_protocol_header;
+use crate::protocol::grpc::status::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS_BIN};
+use crate::protocol::grpc::timeout::{encode_grpc_timeout, GRPC_TIMEOUT};
+use crate::protocol::grpc::{Code, Status};
+use crate::routing::Target;
+use crate::upstream::{StreamGuard, UpstreamClient};
+
+/// A call on its way to an upstream.
+pub(crate) struct Call {
+    upstream: Arc<UpstreamClient>,
+    name: Arc<str>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) limit: usize,
+    pub(crate) failure: FailureSlot,
+}
+
+/// What the upstream answered: response metadata and the rest of the call as a stream.
+pub(crate) struct Reply {
+    /// Response-header metadata (protocol headers removed).
+    pub(crate) metadata: HeaderMap,
+    /// The upstream's `content-type`, when it answered gRPC.
+    pub(crate) content_type: Option<HeaderValue>,
+    /// Messages and the end.
+    pub(crate) stream: GrpcStream,
+}
+
+impl Reply {
+    /// A call that ends with `status` before any message.
+    pub(crate) fn error(status: Status) -> Reply {
+        Reply {
+            metadata: HeaderMap::new(),
+            content_type: None,
+            stream: GrpcStream::ended(End::status(status)),
+        }
+    }
+}
+
+impl Call {
+    /// Prepares a call; the deadline is the shorter of the caller's timeout and the route's.
+    pub(crate) fn new(
+        upstream: Arc<UpstreamClient>,
+        target: Target,
+        caller_timeout: Option<Duration>,
+    ) -> Call {
+        let timeout = match (caller_timeout, target.timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let name = Arc::from(upstream.config.name.as_str());
+        Call {
+            upstream,
+            name,
+            deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
+            limit: target.max_message_size,
+            failure: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The upstream request headers: the caller's metadata without hop-by-hop and protocol
+    /// headers, plus `content-type`, `te: trailers` and the remaining deadline budget.
+    pub(crate) fn upstream_headers(
+        &self,
+        caller: &HeaderMap,
+        content_type: HeaderValue,
+    ) -> HeaderMap {
+        let mut h = HeaderMap::with_capacity(caller.len() + 3);
+        for (name, value) in caller {
+            if !is_hop_or_protocol_header(name) {
+                h.append(name.clone(), value.clone());
+            }
+        }
+        h.insert(header::CONTENT_TYPE, content_type);
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        if let Some(d) = self.deadline {
+            h.insert(
+                GRPC_TIMEOUT,
+                encode_grpc_timeout(d.saturating_duration_since(Instant::now())),
+            );
+        }
+        h
+    }
+
+    /// Sends the request and waits for the response head (bounded by the deadline).
+    pub(crate) async fn start(&self, req: Request<BoxBody>) -> Reply {
+        if self.deadline.is_some_and(|d| d <= Instant::now()) {
+            return Reply::error(body::deadline_exceeded());
+        }
+        let send = self.upstream.send(req);
+        let result = match self.deadline {
+            Some(d) => match tokio::time::timeout_at(d, send).await {
+                Ok(r) => r,
+                Err(_) => return Reply::error(body::deadline_exceeded()),
+            },
+            None => send.await,
+        };
+        match result {
+            Ok((res, guard)) => self.classify(res, guard).await,
+            Err(e) => {
+                let status = self
+                    .failure
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| e.into_status(&self.name));
+                Reply::error(status)
+            }
+        }
+    }
+
+    async fn classify(&self, res: Response<Incoming>, guard: StreamGuard) -> Reply {
+        let (parts, body) = res.into_parts();
+        let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+        let is_grpc = content_type
+            .as_ref()
+            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+        if parts.headers.contains_key(GRPC_STATUS) && body.is_end_stream() {
+            // Trailers-Only: one header block carries status and metadata.
+            return Reply {
+                metadata: HeaderMap::new(),
+                content_type: content_type.filter(|_| is_grpc),
+                stream: GrpcStream::ended(End::from_trailers(parts.headers, &self.name)),
+            };
+        }
+        if parts.status != StatusCode::OK || !is_grpc {
+            let snippet = read_snippet(body, self.deadline).await;
+            let (code, what) = if parts.status != StatusCode::OK {
+                (
+                    Code::from_http_status(parts.status),
+                    format!("HTTP {}", parts.status),
+                )
+            } else {
+                let ct = content_type
+                    .as_ref()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_else(|| "none".to_owned());
+                (Code::Unknown, format!("content-type {ct:?}"))
+            };
+            let mut message = format!("upstream {:?} answered {what}, not gRPC", self.name);
+            if !snippet.is_empty() {
+                message.push_str(": ");
+                message.push_str(&snippet);
+            }
+            return Reply::error(Status::new(code, message));
+        }
+        let mut metadata = parts.headers;
+        // A status in the headers of a response that has a body is not authoritative.
+        for name in [GRPC_STATUS, GRPC_MESSAGE, GRPC_STATUS_DETAILS_BIN] {
+            metadata.remove(name);
+        }
+        body::strip_hop_headers(&mut metadata);
+        Reply {
+            metadata,
+            content_type,
+            stream: GrpcStream::new(
+                body,
+                guard,
+                self.limit,
+                self.deadline,
+                self.failure.clone(),
+                self.name.clone(),
+            ),
+        }
+    }
+}
+
+/// The start of a non-gRPC reply's body, as one line of text, for the error message.
+async fn read_snippet(mut body: Incoming, deadline: Option<Instant>) -> String {
+    const LIMIT: usize = 1024;
+    let soon = Instant::now() + Duration::from_secs(2);
+    let until = deadline.map_or(soon, |d| d.min(soon));
+    let mut buf: Vec<u8> = Vec::new();
+    let _ = tokio::time::timeout_at(until, async {
+        while buf.len() < LIMIT {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                _ => break,
+            }
+        }
+    })
+    .await;
+    buf.truncate(LIMIT);
+    let text = String::from_utf8_lossy(&buf);
+    let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.len() > 512 {
+        let mut cut = 512;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push('…');
+    }
+    line
+}
+
+/// Builds the upstream request from a path, headers and a body.
+pub(crate) fn upstream_request(
+    uri: &http::Uri,
+    headers: HeaderMap,
+    body: BoxBody,
+) -> Request<BoxBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = http::Method::POST;
+    *req.version_mut() = http::Version::HTTP_2;
+    *req.uri_mut() = uri
+        .path_and_query()
+        .map(|p| http::Uri::from(p.clone()))
+        .unwrap_or_default();
+    *req.headers_mut() = headers;
+    req
+}
+
+/// Reads the caller's `grpc-timeout`; malformed values are ignored, like tonic does.
+pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(GRPC_TIMEOUT)
+        .and_then(|v| crate::protocol::grpc::timeout::parse_grpc_timeout(v.as_bytes()))
+}

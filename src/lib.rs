@@ -1,0 +1,28 @@
+//! Switchboard lets browsers and other HTTP/1.1 clients call gRPC services.
+//!
+//! ```text
+//! TCP accept ─▶ (TLS, ALPN h2/http1.1) ─▶ hyper-util auto server (HTTP/1.1 + HTTP/2)
+//!   ─▶ CORS preflight? ─▶ protocol::detect ─▶ routing ─▶ forward::{grpc_web, grpc}
+//!   ─▶ upstream pool (HTTP/2, h2c or TLS, multiplexed)
+//!   ◀─ messages passed through as they arrive; the end re-encoded for the caller
+//! ```
+//!
+//! Every caller protocol translates to and from native gRPC ([`protocol::grpc`]): framing,
+//! status, deadlines and metadata rules live there once. Bodies stream: message bytes are
+//! forwarded in the chunks they arrived in and only frame headers are read, to enforce the
+//! message size limit.
+//!
+//! # Limitations
+//! - Native gRPC callers must use HTTP/2 (HTTP/1.1 cannot carry trailers to them).
+
+mod body;
+pub mod cli;
+pub mod config;
+mod cors;
+mod forward;
+pub mod protocol;
+mod routing;
+pub mod server;
+mod upstream;
+
+pub use server::{spawn, Running};

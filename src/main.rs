@@ -1,0 +1,86 @@
+//! The `switchboard` binary: parse the command line, load the config, run.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use switchboard::cli::{Cli, Command, LogFormat};
+use switchboard::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Check { config }) = cli.command {
+        let c = Config::load(&config)?;
+        c.check_files().map_err(anyhow::Error::msg)?;
+        println!(
+            "{}: ok ({} listener(s), {} upstream(s), {} route(s))",
+            config.display(),
+            c.listeners.len(),
+            c.upstreams.len(),
+            c.routes.len()
+        );
+        return Ok(());
+    }
+    let config = match (cli.config, cli.listen, cli.upstream) {
+        (Some(path), _, _) => Config::load(&path)?,
+        (None, Some(listen), Some(upstream)) => Config::quick(listen, &upstream, cli.allow_origin)?,
+        _ => anyhow::bail!(
+            "nothing to run: pass --config FILE, or --listen ADDR --upstream URL (see --help)"
+        ),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let running = switchboard::spawn(config).await?;
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining open calls");
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

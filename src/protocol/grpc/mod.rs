@@ -1,0 +1,14 @@
+//! Native gRPC, the hub every caller protocol translates to and from: framing, status,
+//! timeouts and metadata rules.
+
+pub mod frame;
+pub mod metadata;
+pub mod status;
+pub mod timeout;
+
+pub use status::{Code, Status};
+
+/// `content-type` of gRPC requests with the proto codec.
+pub const CONTENT_TYPE_PROTO: &str = "application/grpc";
+/// `content-type` of gRPC requests with the JSON codec.
+pub const CONTENT_TYPE_JSON: &str = "application/grpc+json";

@@ -1,0 +1,283 @@
+//! gRPC-Web ⇄ gRPC: content types, the trailer frame, and text mode (base64 in both
+//! directions, decoded per 4-character quantum so separately padded chunks work).
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
+
+use super::grpc::frame::{self, FLAG_TRAILERS};
+use super::grpc::status::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS_BIN};
+use super::grpc::Status;
+use super::Codec;
+
+const PREFIX: &str = "application/grpc-web";
+const TEXT_PREFIX: &str = "application/grpc-web-text";
+
+/// How one gRPC-Web call is encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mode {
+    /// The request body is base64.
+    pub text_request: bool,
+    /// The response body is base64.
+    pub text_response: bool,
+    /// The message codec.
+    pub codec: Codec,
+    /// The response `content-type`: the request's own, switched to text or binary as needed.
+    pub response_content_type: HeaderValue,
+}
+
+/// Why a `content-type` that starts like gRPC-Web is not one we accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedCodec(pub String);
+
+impl Mode {
+    /// Reads the call's mode from its `content-type` (already known to start with
+    /// `application/grpc-web`) and `accept`. A response is text when either the request is
+    /// text or `accept` asks for text.
+    pub fn from_headers(
+        content_type: &str,
+        accept: Option<&str>,
+    ) -> Result<Mode, UnsupportedCodec> {
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let (text_request, suffix) = if let Some(rest) = essence.strip_prefix(TEXT_PREFIX) {
+            (true, rest.to_owned())
+        } else if let Some(rest) = essence.strip_prefix(PREFIX) {
+            (false, rest.to_owned())
+        } else {
+            return Err(UnsupportedCodec(essence));
+        };
+        let codec = match suffix.as_str() {
+            "" | "+proto" => Codec::Proto,
+            "+json" if !text_request => Codec::Json,
+            _ => return Err(UnsupportedCodec(essence)),
+        };
+        let wants_text = accept.is_some_and(|a| {
+            a.split(',').any(|item| {
+                let item = item.split(';').next().unwrap_or_default().trim();
+                item.eq_ignore_ascii_case(TEXT_PREFIX)
+                    || item.eq_ignore_ascii_case("application/grpc-web-text+proto")
+            })
+        });
+        let text_response = text_request || (wants_text && codec == Codec::Proto);
+        let response_content_type = match (text_response, suffix.as_str()) {
+            (true, "") => HeaderValue::from_static(TEXT_PREFIX),
+            (true, _) => HeaderValue::from_static("application/grpc-web-text+proto"),
+            (false, "") => HeaderValue::from_static(PREFIX),
+            (false, "+json") => HeaderValue::from_static("application/grpc-web+json"),
+            (false, _) => HeaderValue::from_static("application/grpc-web+proto"),
+        };
+        Ok(Mode {
+            text_request,
+            text_response,
+            codec,
+            response_content_type,
+        })
+    }
+}
+
+/// Builds the trailer frame: `0x80`, length, then `name:value\r\n` lines with the status first
+/// and the other trailers after it. Names are lower-case (HeaderMap guarantees it).
+pub fn trailer_frame(status: &Status, metadata: &HeaderMap) -> Bytes {
+    let mut block = HeaderMap::new();
+    status.write_headers(&mut block);
+    let mut body = BytesMut::with_capacity(64);
+    for (name, value) in block.iter().chain(metadata.iter().filter(|(n, _)| {
+        !matches!(
+            n.as_str(),
+            GRPC_STATUS | GRPC_MESSAGE | GRPC_STATUS_DETAILS_BIN
+        )
+    })) {
+        body.put_slice(name.as_str().as_bytes());
+        body.put_u8(b':');
+        body.put_slice(value.as_bytes());
+        body.put_slice(b"\r\n");
+    }
+    let mut out = BytesMut::with_capacity(frame::HEADER_LEN + body.len());
+    out.put_slice(&frame::header(FLAG_TRAILERS, body.len()));
+    out.put_slice(&body);
+    out.freeze()
+}
+
+/// Encodes one flushed chunk of a text-mode response as complete, padded base64.
+pub fn encode_text(chunk: &[u8]) -> Bytes {
+    Bytes::from(base64::engine::general_purpose::STANDARD.encode(chunk))
+}
+
+/// Standard alphabet; canonical padding inside each 4-char quantum; lenient about trailing bits
+/// (some encoders leave them set).
+const QUANTUM_ENGINE: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+);
+
+/// Invalid base64 in a text-mode body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid base64 in grpc-web-text body: {0}")]
+pub struct TextError(pub String);
+
+/// Streaming decoder for text-mode bodies. The body is a concatenation of independently padded
+/// base64 strings, so each 4-character quantum is decoded on its own terms: a run of quanta
+/// ending at a padded one is decoded in one call, and an incomplete quantum waits for the next
+/// chunk. Whitespace is ignored.
+#[derive(Debug, Default)]
+pub struct TextDecoder {
+    pending: Vec<u8>,
+}
+
+impl TextDecoder {
+    /// Decodes what `chunk` completes.
+    pub fn decode(&mut self, chunk: &[u8]) -> Result<Bytes, TextError> {
+        let mut input = std::mem::take(&mut self.pending);
+        input.reserve(chunk.len());
+        input.extend(chunk.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+        let whole = input.len() / 4 * 4;
+        let mut out = BytesMut::with_capacity(whole / 4 * 3);
+        let mut start = 0;
+        let mut q = 0;
+        while q < whole {
+            let quantum = &input[q..q + 4];
+            q += 4;
+            if quantum[2] == b'=' || quantum[3] == b'=' || q == whole {
+                decode_run(&input[start..q], &mut out)?;
+                start = q;
+            }
+        }
+        self.pending = input[whole..].to_vec();
+        Ok(out.freeze())
+    }
+
+    /// Checks that no incomplete quantum is left at the end of the body.
+    pub fn finish(&self) -> Result<(), TextError> {
+        if self.pending.is_empty() {
+            Ok(())
+        } else {
+            Err(TextError(format!(
+                "the body ends with an incomplete base64 group of {} characters",
+                self.pending.len()
+            )))
+        }
+    }
+}
+
+fn decode_run(run: &[u8], out: &mut BytesMut) -> Result<(), TextError> {
+    let start = out.len();
+    out.resize(start + run.len() / 4 * 3, 0);
+    match QUANTUM_ENGINE.decode_slice(run, &mut out[start..]) {
+        Ok(n) => {
+            out.truncate(start + n);
+            Ok(())
+        }
+        Err(e) => Err(TextError(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::grpc::Code;
+
+    fn decode_all(parts: &[&str]) -> Result<Vec<u8>, TextError> {
+        let mut d = TextDecoder::default();
+        let mut out = Vec::new();
+        for p in parts {
+            out.extend_from_slice(&d.decode(p.as_bytes())?);
+        }
+        d.finish()?;
+        Ok(out)
+    }
+
+    const GREET: [u8; 10] = [0x00, 0, 0, 0, 5, 0x0a, 0x03, b'B', b'u', b'f'];
+
+    #[test]
+    fn text_request_in_separately_padded_chunks() {
+        // PROTOCOLS.md §8.4
+        assert_eq!(decode_all(&["AAAAAAUKAw==QnVm"]).ok(), Some(GREET.to_vec()));
+        assert_eq!(decode_all(&["AAAAAAUKA0J1Zg=="]).ok(), Some(GREET.to_vec()));
+        // Split at every position, including inside quanta and padding.
+        let body = "AAAAAAUKAw==QnVm";
+        for i in 0..=body.len() {
+            assert_eq!(
+                decode_all(&[&body[..i], &body[i..]]).ok(),
+                Some(GREET.to_vec()),
+                "split {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_response_stream_with_padding_inside() {
+        // PROTOCOLS.md §8.3
+        let body =
+            "AAAAAA0KC0hlbGxvLCBCdWYhAAAAABEKD0hlbGxvLCBDb25uZWN0IQ==gAAAAA9ncnBjLXN0YXR1czowDQo=";
+        let out = decode_all(&[body]).unwrap_or_default();
+        assert_eq!(out.len(), 18 + 22 + 20);
+        assert_eq!(&out[40..], b"\x80\x00\x00\x00\x0fgrpc-status:0\r\n");
+    }
+
+    #[test]
+    fn whitespace_is_ignored_and_garbage_rejected() {
+        assert_eq!(
+            decode_all(&["AAAA AAUK\r\nAw==", "QnVm\n"]).ok(),
+            Some(GREET.to_vec())
+        );
+        assert!(decode_all(&["AAAA!AAA"]).is_err());
+        assert!(
+            decode_all(&["AAAAAA"]).is_err(),
+            "incomplete quantum at end"
+        );
+        assert!(decode_all(&["A==="]).is_err());
+    }
+
+    #[test]
+    fn trailer_frame_vectors() {
+        // PROTOCOLS.md §8.2
+        let f = trailer_frame(&Status::ok(), &HeaderMap::new());
+        assert_eq!(&f[..], b"\x80\x00\x00\x00\x0fgrpc-status:0\r\n");
+        // §8.12 body form
+        let mut md = HeaderMap::new();
+        md.insert("x-request-id", HeaderValue::from_static("42"));
+        let f = trailer_frame(&Status::new(Code::NotFound, "user not found"), &md);
+        assert_eq!(
+            &f[..],
+            b"\x80\x00\x00\x00\x3dgrpc-status:5\r\ngrpc-message:user not found\r\nx-request-id:42\r\n"
+        );
+        assert_eq!(f.len(), 66);
+        // Text form of §8.3
+        assert_eq!(
+            &encode_text(&trailer_frame(&Status::ok(), &HeaderMap::new()))[..],
+            b"gAAAAA9ncnBjLXN0YXR1czowDQo="
+        );
+    }
+
+    #[test]
+    fn modes() {
+        let m = Mode::from_headers("application/grpc-web+proto", None).unwrap_or_else(|_| {
+            Mode::from_headers("application/grpc-web", None).unwrap_or_else(|_| unreachable!())
+        });
+        assert!(!m.text_request && !m.text_response);
+        assert_eq!(m.response_content_type, "application/grpc-web+proto");
+        let m = Mode::from_headers("application/grpc-web", Some("application/grpc-web-text"));
+        assert_eq!(
+            m.map(|m| (m.text_response, m.response_content_type)),
+            Ok((true, HeaderValue::from_static("application/grpc-web-text")))
+        );
+        let m = Mode::from_headers("application/grpc-web-text; charset=utf-8", None);
+        assert_eq!(
+            m.map(|m| (m.text_request, m.response_content_type)),
+            Ok((true, HeaderValue::from_static("application/grpc-web-text")))
+        );
+        let m = Mode::from_headers("Application/GRPC-Web+JSON", None);
+        assert_eq!(m.map(|m| m.codec), Ok(Codec::Json));
+        assert!(Mode::from_headers("application/grpc-web+thrift", None).is_err());
+        assert!(Mode::from_headers("application/grpc-web-text+json", None).is_err());
+    }
+}

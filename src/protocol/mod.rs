@@ -1,0 +1,163 @@
+//! Caller protocols and their detection. Each protocol module owns both directions of its
+//! translation to gRPC, the hub.
+
+pub mod grpc;
+pub mod grpc_web;
+
+use http::{header, Method, Request, StatusCode, Version};
+
+/// A message codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// Protocol buffers binary.
+    Proto,
+    /// ProtoJSON.
+    Json,
+}
+
+/// The protocol of one call, decided once from method, version and content type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// gRPC-Web, binary or text.
+    GrpcWeb(grpc_web::Mode),
+    /// Native gRPC over HTTP/2, forwarded unchanged.
+    Grpc,
+}
+
+/// A request that is not a call we can take, with the plain HTTP answer it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Text body.
+    pub message: String,
+    /// Extra header, e.g. `allow` for 405.
+    pub header: Option<(header::HeaderName, &'static str)>,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, message: impl Into<String>) -> Rejection {
+        Rejection {
+            status,
+            message: message.into(),
+            header: None,
+        }
+    }
+}
+
+const ACCEPTED_TYPES: &str = "application/grpc-web, application/grpc-web+proto, application/grpc-web+json, application/grpc-web-text, application/grpc-web-text+proto, application/grpc";
+
+/// Classifies a request by method, HTTP version and `content-type`.
+pub fn detect<B>(req: &Request<B>) -> Result<Protocol, Rejection> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let lower = content_type.trim().to_ascii_lowercase();
+    if lower.starts_with("application/grpc-web") {
+        // gRPC-Web: any HTTP version, POST only.
+        require_post(req.method())?;
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        return grpc_web::Mode::from_headers(&lower, accept)
+            .map(Protocol::GrpcWeb)
+            .map_err(|e| unsupported(&e.0));
+    }
+    if lower.starts_with("application/grpc") {
+        // Native gRPC needs HTTP/2: its status travels in HTTP trailers.
+        require_post(req.method())?;
+        if req.version() != Version::HTTP_2 {
+            return Err(Rejection::new(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "gRPC requires HTTP/2; HTTP/1.1 callers can use gRPC-Web",
+            ));
+        }
+        return Ok(Protocol::Grpc);
+    }
+    if content_type.is_empty() && req.method() != Method::POST {
+        return Err(Rejection::new(StatusCode::NOT_FOUND, "not found"));
+    }
+    Err(unsupported(content_type))
+}
+
+fn require_post(method: &Method) -> Result<(), Rejection> {
+    if method == Method::POST {
+        return Ok(());
+    }
+    Err(Rejection {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("method {method} is not allowed for RPCs; use POST"),
+        header: Some((header::ALLOW, "POST")),
+    })
+}
+
+fn unsupported(content_type: &str) -> Rejection {
+    Rejection {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        message: format!(
+            "unsupported content-type {content_type:?}; expected one of: {ACCEPTED_TYPES}"
+        ),
+        header: Some((
+            header::HeaderName::from_static("accept-post"),
+            ACCEPTED_TYPES,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: Method, version: Version, ct: Option<&str>) -> Request<()> {
+        let mut b = Request::builder()
+            .method(method)
+            .version(version)
+            .uri("/a.B/C");
+        if let Some(ct) = ct {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        b.body(()).unwrap_or_default()
+    }
+
+    #[test]
+    fn detects_protocols_and_rejects_the_rest() {
+        let h1 = Version::HTTP_11;
+        let h2 = Version::HTTP_2;
+        assert!(matches!(
+            detect(&req(Method::POST, h1, Some("application/grpc-web+proto"))),
+            Ok(Protocol::GrpcWeb(_))
+        ));
+        assert!(matches!(
+            detect(&req(Method::POST, h2, Some("application/grpc-web-text"))),
+            Ok(Protocol::GrpcWeb(_))
+        ));
+        assert_eq!(
+            detect(&req(Method::POST, h2, Some("application/grpc"))),
+            Ok(Protocol::Grpc)
+        );
+        assert_eq!(
+            detect(&req(Method::POST, h1, Some("application/grpc"))).map_err(|r| r.status),
+            Err(StatusCode::HTTP_VERSION_NOT_SUPPORTED)
+        );
+        assert_eq!(
+            detect(&req(Method::GET, h1, Some("application/grpc-web"))).map_err(|r| r.status),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        assert_eq!(
+            detect(&req(Method::POST, h1, Some("text/plain"))).map_err(|r| r.status),
+            Err(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
+        assert_eq!(
+            detect(&req(Method::POST, h1, Some("application/grpc-web+thrift")))
+                .map_err(|r| r.status),
+            Err(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
+        assert_eq!(
+            detect(&req(Method::GET, h1, None)).map_err(|r| r.status),
+            Err(StatusCode::NOT_FOUND)
+        );
+    }
+}

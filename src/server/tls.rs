@@ -1,0 +1,25 @@
+//! TLS for listeners: certificate chain and key from PEM files, ALPN h2 and http/1.1.
+
+use std::sync::Arc;
+
+use rustls::pki_types::PrivateKeyDer;
+
+use crate::config::ServerTls;
+
+/// Loads a listener's TLS config.
+pub(crate) fn load_server_config(files: &ServerTls) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs = crate::upstream::tls::read_certs(&files.cert)?;
+    let key_pem = std::fs::read(&files.key)
+        .map_err(|e| format!("cannot read {}: {e}", files.key.display()))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| format!("invalid PEM in {}: {e}", files.key.display()))?
+        .ok_or_else(|| format!("no private key found in {}", files.key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::upstream::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate and key do not work together: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

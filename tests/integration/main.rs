@@ -1,0 +1,10 @@
+//! Integration tests: one binary, real servers on ephemeral loopback ports.
+
+mod support;
+
+mod config;
+mod cors;
+mod errors;
+mod grpc;
+mod grpc_web;
+mod interop;
