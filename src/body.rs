@@ -13,7 +13,10 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::protocol::grpc::frame::{FrameError, FrameScanner, FLAG_COMPRESSED};
+use bytes::BytesMut;
+
+use crate::protocol::compression::{self, Encoding};
+use crate::protocol::grpc::frame::{self, FrameDecoder, FrameError, FrameScanner, FLAG_COMPRESSED};
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::grpc_web::TextDecoder;
 use crate::upstream::StreamGuard;
@@ -50,6 +53,8 @@ pub(crate) struct RequestBody {
     inner: Incoming,
     text: Option<TextDecoder>,
     scanner: FrameScanner,
+    /// Set when request messages arrive compressed and must be forwarded uncompressed.
+    recode: Option<(FrameDecoder, Encoding)>,
     failure: FailureSlot,
     done: bool,
 }
@@ -66,9 +71,42 @@ impl RequestBody {
             inner,
             text: text.then(TextDecoder::default),
             scanner: FrameScanner::new(limit, FLAG_COMPRESSED),
+            recode: None,
             failure,
             done: false,
         }
+    }
+
+    /// Like [`RequestBody::new`] for binary bodies whose compressed messages (flag 1, in
+    /// `encoding`) are decompressed, within the limit, and forwarded uncompressed.
+    pub(crate) fn decompressing(
+        inner: Incoming,
+        encoding: Encoding,
+        limit: usize,
+        failure: FailureSlot,
+    ) -> RequestBody {
+        let mut body = RequestBody::new(inner, false, limit, failure);
+        body.recode = Some((FrameDecoder::new(limit), encoding));
+        body
+    }
+
+    /// Whole frames re-encoded without compression.
+    fn recode(&mut self, data: &[u8]) -> Result<Bytes, Status> {
+        let Some((decoder, encoding)) = self.recode.as_mut() else {
+            return Ok(Bytes::copy_from_slice(data));
+        };
+        decoder.push(data);
+        let mut out = BytesMut::new();
+        while let Some(f) = decoder.next_frame().map_err(|e| request_frame_status(&e))? {
+            let payload = if f.flags & FLAG_COMPRESSED != 0 {
+                compression::decompress(*encoding, &f.payload, self.scanner.limit())?
+            } else {
+                f.payload
+            };
+            out.extend_from_slice(&frame::header(0, payload.len()));
+            out.extend_from_slice(&payload);
+        }
+        Ok(out.freeze())
     }
 
     fn fail(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -120,6 +158,13 @@ impl Body for RequestBody {
                     }
                     if let Err(e) = this.scanner.scan(&data) {
                         return this.fail(request_frame_status(&e));
+                    }
+                    if this.recode.is_some() {
+                        match this.recode(&data) {
+                            Ok(d) if d.is_empty() => continue,
+                            Ok(d) => data = d,
+                            Err(status) => return this.fail(status),
+                        }
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }

@@ -210,18 +210,11 @@ async fn read_snippet(mut body: Incoming, deadline: Option<Instant>) -> String {
 }
 
 /// Builds the upstream request from a path, headers and a body.
-pub(crate) fn upstream_request(
-    uri: &http::Uri,
-    headers: HeaderMap,
-    body: BoxBody,
-) -> Request<BoxBody> {
+pub(crate) fn upstream_request(path: &str, headers: HeaderMap, body: BoxBody) -> Request<BoxBody> {
     let mut req = Request::new(body);
     *req.method_mut() = http::Method::POST;
     *req.version_mut() = http::Version::HTTP_2;
-    *req.uri_mut() = uri
-        .path_and_query()
-        .map(|p| http::Uri::from(p.clone()))
-        .unwrap_or_default();
+    *req.uri_mut() = http::Uri::try_from(path).unwrap_or_default();
     *req.headers_mut() = headers;
     req
 }

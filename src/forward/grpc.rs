@@ -26,7 +26,11 @@ pub(crate) async fn forward(call: Call, req: Request<Incoming>) -> Response<BoxB
     let headers = call.upstream_headers(&parts.headers, content_type);
     let body = RequestBody::new(body, false, call.limit, call.failure.clone());
     let reply = call
-        .start(upstream_request(&parts.uri, headers, body.boxed_unsync()))
+        .start(upstream_request(
+            parts.uri.path(),
+            headers,
+            body.boxed_unsync(),
+        ))
         .await;
     respond(reply)
 }

@@ -31,7 +31,11 @@ pub(crate) async fn forward(call: Call, mode: Mode, req: Request<Incoming>) -> R
     }
     let body = RequestBody::new(body, mode.text_request, call.limit, call.failure.clone());
     let reply = call
-        .start(upstream_request(&parts.uri, headers, body.boxed_unsync()))
+        .start(upstream_request(
+            parts.uri.path(),
+            headers,
+            body.boxed_unsync(),
+        ))
         .await;
     respond(&mode, reply)
 }

@@ -2,6 +2,7 @@
 //! caller protocol, all translating through gRPC.
 
 mod call;
+mod connect;
 mod grpc;
 mod grpc_web;
 
@@ -75,6 +76,18 @@ impl Proxy {
                 Some(t) => grpc::forward(self.call(t, &req), req).await,
                 None => grpc::respond(Reply::error(no_route(path))),
             },
+            Protocol::Connect(mode) => {
+                let Some(t) = target else {
+                    return connect::no_route(path);
+                };
+                match crate::protocol::connect::timeout(req.headers()) {
+                    Ok(timeout) => {
+                        let call = Call::new(self.upstreams[t.upstream].clone(), t, timeout);
+                        connect::forward(call, mode, req).await
+                    }
+                    Err(status) => connect::early_error(mode, status),
+                }
+            }
         }
     }
 

@@ -1,6 +1,8 @@
 //! Caller protocols and their detection. Each protocol module owns both directions of its
 //! translation to gRPC, the hub.
 
+pub mod compression;
+pub mod connect;
 pub mod grpc;
 pub mod grpc_web;
 
@@ -22,6 +24,8 @@ pub enum Protocol {
     GrpcWeb(grpc_web::Mode),
     /// Native gRPC over HTTP/2, forwarded unchanged.
     Grpc,
+    /// Connect unary (POST or GET) or streaming.
+    Connect(connect::Mode),
 }
 
 /// A request that is not a call we can take, with the plain HTTP answer it gets.
@@ -45,7 +49,7 @@ impl Rejection {
     }
 }
 
-const ACCEPTED_TYPES: &str = "application/grpc-web, application/grpc-web+proto, application/grpc-web+json, application/grpc-web-text, application/grpc-web-text+proto, application/grpc";
+const ACCEPTED_TYPES: &str = "application/proto, application/json, application/connect+proto, application/connect+json, application/grpc-web, application/grpc-web+proto, application/grpc-web+json, application/grpc-web-text, application/grpc-web-text+proto, application/grpc";
 
 /// Classifies a request by method, HTTP version and `content-type`.
 pub fn detect<B>(req: &Request<B>) -> Result<Protocol, Rejection> {
@@ -76,6 +80,36 @@ pub fn detect<B>(req: &Request<B>) -> Result<Protocol, Rejection> {
             ));
         }
         return Ok(Protocol::Grpc);
+    }
+    if let Some(suffix) = lower.strip_prefix("application/connect+") {
+        // Connect streaming: POST only, proto or JSON.
+        require_post(req.method())?;
+        let codec = connect::codec_from_name(suffix).ok_or_else(|| unsupported(content_type))?;
+        return Ok(Protocol::Connect(connect::Mode {
+            kind: connect::Kind::Stream,
+            codec,
+        }));
+    }
+    if req.method() == Method::GET {
+        // Connect unary GET: everything is in the query.
+        let query = req.uri().query().unwrap_or_default();
+        if connect::get::is_connect_query(query) {
+            return Ok(Protocol::Connect(connect::Mode {
+                kind: connect::Kind::Get,
+                codec: Codec::Proto,
+            }));
+        }
+        return Err(Rejection::new(StatusCode::NOT_FOUND, "not found"));
+    }
+    if let Some(name) = lower.strip_prefix("application/") {
+        // Connect unary POST: a bare message of a known codec.
+        if let Some(codec) = connect::codec_from_name(name) {
+            require_post(req.method())?;
+            return Ok(Protocol::Connect(connect::Mode {
+                kind: connect::Kind::Unary,
+                codec,
+            }));
+        }
     }
     if content_type.is_empty() && req.method() != Method::POST {
         return Err(Rejection::new(StatusCode::NOT_FOUND, "not found"));
@@ -159,5 +193,28 @@ mod tests {
             detect(&req(Method::GET, h1, None)).map_err(|r| r.status),
             Err(StatusCode::NOT_FOUND)
         );
+        for (ct, kind) in [
+            ("application/proto", connect::Kind::Unary),
+            ("application/json; charset=utf-8", connect::Kind::Unary),
+            ("application/connect+proto", connect::Kind::Stream),
+            ("application/connect+json", connect::Kind::Stream),
+        ] {
+            assert!(
+                matches!(detect(&req(Method::POST, h1, Some(ct))), Ok(Protocol::Connect(m)) if m.kind == kind),
+                "{ct}"
+            );
+        }
+        assert_eq!(
+            detect(&req(Method::POST, h1, Some("application/connect+xml"))).map_err(|r| r.status),
+            Err(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
+        assert_eq!(
+            detect(&req(Method::PUT, h1, Some("application/proto"))).map_err(|r| r.status),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        let get = Request::get("/a.B/C?connect=v1&encoding=proto&message=x")
+            .body(())
+            .unwrap_or_default();
+        assert!(matches!(detect(&get), Ok(Protocol::Connect(m)) if m.kind == connect::Kind::Get));
     }
 }

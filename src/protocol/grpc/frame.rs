@@ -126,6 +126,11 @@ impl FrameScanner {
         Ok(())
     }
 
+    /// The limit on one frame.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Frames whose header has been seen.
     pub fn frames(&self) -> u64 {
         self.frames

@@ -8,25 +8,27 @@ use http::header::HeaderName;
 /// Headers that belong to one hop or to one protocol's framing and are never copied as
 /// metadata from a caller to the upstream or back.
 pub(crate) fn is_hop_or_protocol_header(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "upgrade"
-            | "te"
-            | "trailer"
-            | "host"
-            | "content-length"
-            | "content-type"
-            | "content-encoding"
-            | "accept"
-            | "accept-encoding"
-            | "grpc-timeout"
-            | "x-grpc-web"
-            | "http2-settings"
-    )
+    // `connect-*` names are reserved by the Connect protocol.
+    name.as_str().starts_with("connect-")
+        || matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "transfer-encoding"
+                | "upgrade"
+                | "te"
+                | "trailer"
+                | "host"
+                | "content-length"
+                | "content-type"
+                | "content-encoding"
+                | "accept"
+                | "accept-encoding"
+                | "grpc-timeout"
+                | "x-grpc-web"
+                | "http2-settings"
+        )
 }
 
 /// Decodes a binary metadata value: standard alphabet, padded or not. Several values joined

@@ -1,0 +1,316 @@
+//! Connect calls. Unary (POST and GET): the bare message is framed for gRPC, and the reply is
+//! collected (bounded) because the HTTP status and `trailer-` headers depend on the gRPC
+//! trailers. Streams: envelopes pass through; the end becomes the end-stream message.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::Incoming;
+
+use super::call::{upstream_request, Call, Reply};
+use crate::body::{self, BoxBody, BoxError, End, Event, GrpcStream, RequestBody};
+use crate::protocol::compression::{self, Encoding};
+use crate::protocol::connect::{self, error, get, Kind, Mode, FLAG_END_STREAM};
+use crate::protocol::grpc::frame::{self, FrameDecoder, FLAG_COMPRESSED};
+use crate::protocol::grpc::{Code, Status, CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO};
+use crate::protocol::Codec;
+
+/// Unary responses smaller than this are not compressed.
+const COMPRESS_MIN_BYTES: usize = 1024;
+
+/// Forwards one Connect call.
+pub(crate) async fn forward(call: Call, mode: Mode, req: Request<Incoming>) -> Response<BoxBody> {
+    match mode.kind {
+        Kind::Stream => stream(call, mode, req).await,
+        Kind::Unary | Kind::Get => unary(call, mode, req).await,
+    }
+}
+
+/// The answer to a call that has no route: 404, as a Connect server answers unknown paths.
+pub(crate) fn no_route(path: &str) -> Response<BoxBody> {
+    let status = Status::new(Code::Unimplemented, format!("no route for {path}"));
+    let mut res = unary_error(&status, HeaderMap::new(), HeaderMap::new());
+    *res.status_mut() = StatusCode::NOT_FOUND;
+    res
+}
+
+/// An error that stops a call before it reaches the upstream.
+pub(crate) fn early_error(mode: Mode, status: Status) -> Response<BoxBody> {
+    match mode.kind {
+        Kind::Stream => stream_response(mode, Reply::error(status), false),
+        Kind::Unary | Kind::Get => unary_error(&status, HeaderMap::new(), HeaderMap::new()),
+    }
+}
+
+fn grpc_content_type(codec: Codec) -> HeaderValue {
+    HeaderValue::from_static(match codec {
+        Codec::Proto => CONTENT_TYPE_PROTO,
+        Codec::Json => CONTENT_TYPE_JSON,
+    })
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+async fn unary(call: Call, mut mode: Mode, req: Request<Incoming>) -> Response<BoxBody> {
+    let (parts, body) = req.into_parts();
+    let client_gzip = Encoding::accepts_gzip(header_str(&parts.headers, "accept-encoding"));
+    let message = match read_unary_message(&call, &mut mode, &parts, body).await {
+        Ok(m) => m,
+        Err(status) => return unary_error(&status, HeaderMap::new(), HeaderMap::new()),
+    };
+    let mut headers = call.upstream_headers(&parts.headers, grpc_content_type(mode.codec));
+    headers.insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
+    let frame = frame::encode(0, &message);
+    let reply = call
+        .start(upstream_request(
+            parts.uri.path(),
+            headers,
+            body::full(frame),
+        ))
+        .await;
+    let mut metadata = reply.metadata;
+    let upstream_encoding = metadata.remove("grpc-encoding");
+    metadata.remove("grpc-accept-encoding");
+    let (frames, end) = collect(reply.stream, call.limit).await;
+    let mut status = end.status;
+    let mut payload = None;
+    if status.code == Code::Ok {
+        match unary_payload(frames, upstream_encoding.as_ref(), call.limit) {
+            Ok(p) => payload = Some(p),
+            Err(s) => status = s,
+        }
+    }
+    let Some(payload) = payload else {
+        return unary_error(&status, metadata, end.metadata);
+    };
+    let mut res = Response::new(body::empty());
+    let h = res.headers_mut();
+    *h = metadata;
+    add_trailer_headers(h, &end.metadata);
+    h.insert(header::CONTENT_TYPE, mode.content_type());
+    if mode.kind == Kind::Get {
+        h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    let payload = if client_gzip && payload.len() >= COMPRESS_MIN_BYTES {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        compression::gzip(&payload)
+    } else {
+        payload
+    };
+    *res.body_mut() = body::full(payload);
+    res
+}
+
+/// The request message of a unary call: the POST body (bounded, decompressed) or the GET query.
+async fn read_unary_message(
+    call: &Call,
+    mode: &mut Mode,
+    parts: &http::request::Parts,
+    body: Incoming,
+) -> Result<Bytes, Status> {
+    connect::check_version(&parts.headers)?;
+    if mode.kind == Kind::Get {
+        let g = get::parse(parts.uri.query().unwrap_or_default(), call.limit)?;
+        mode.codec = g.codec;
+        return Ok(g.message);
+    }
+    let encoding_name = header_str(&parts.headers, "content-encoding");
+    let encoding =
+        Encoding::parse(encoding_name).ok_or_else(|| compression::unsupported(encoding_name))?;
+    let bytes = Limited::new(body, call.limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Status::new(
+                    Code::ResourceExhausted,
+                    format!("request message exceeds the limit of {} bytes", call.limit),
+                )
+            } else {
+                Status::new(Code::Cancelled, format!("reading the request failed: {e}"))
+            }
+        })?
+        .to_bytes();
+    compression::decompress(encoding, &bytes, call.limit)
+}
+
+/// Reads a reply to its end, keeping whole messages (each within the limit).
+async fn collect(mut stream: GrpcStream, limit: usize) -> (Vec<frame::Frame>, End) {
+    let mut decoder = FrameDecoder::new(limit);
+    let mut frames = Vec::new();
+    loop {
+        match poll_fn(|cx| stream.poll_event(cx)).await {
+            Some(Event::Data(data)) => {
+                decoder.push(&data);
+                loop {
+                    match decoder.next_frame() {
+                        Ok(Some(f)) => frames.push(f),
+                        Ok(None) => break,
+                        Err(e) => {
+                            return (
+                                frames,
+                                End::status(Status::new(Code::Internal, e.to_string())),
+                            )
+                        }
+                    }
+                }
+            }
+            Some(Event::End(end)) => return (frames, end),
+            None => {
+                return (
+                    frames,
+                    End::status(Status::new(Code::Internal, "upstream reply ended early")),
+                )
+            }
+        }
+    }
+}
+
+/// The single response message of a successful unary call, decompressed.
+fn unary_payload(
+    mut frames: Vec<frame::Frame>,
+    upstream_encoding: Option<&HeaderValue>,
+    limit: usize,
+) -> Result<Bytes, Status> {
+    if frames.len() != 1 {
+        return Err(Status::new(
+            Code::Unimplemented,
+            format!(
+                "upstream sent {} response messages for a unary call; expected 1",
+                frames.len()
+            ),
+        ));
+    }
+    let f = frames.remove(0);
+    if f.flags & FLAG_COMPRESSED == 0 {
+        return Ok(f.payload);
+    }
+    let name = upstream_encoding
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
+    match Encoding::parse(name) {
+        Some(Encoding::Gzip) => compression::decompress(Encoding::Gzip, &f.payload, limit),
+        _ => Err(Status::new(
+            Code::Internal,
+            format!("upstream sent a compressed message with grpc-encoding {name:?}"),
+        )),
+    }
+}
+
+/// Trailing metadata as `trailer-<name>` headers.
+fn add_trailer_headers(headers: &mut HeaderMap, trailers: &HeaderMap) {
+    for (name, value) in trailers {
+        if let Ok(n) = HeaderName::from_bytes(format!("trailer-{name}").as_bytes()) {
+            headers.append(n, value.clone());
+        }
+    }
+}
+
+fn unary_error(status: &Status, metadata: HeaderMap, trailers: HeaderMap) -> Response<BoxBody> {
+    let mut res = Response::new(body::full(error::error_body(status)));
+    *res.status_mut() = error::http_status(status.code);
+    let h = res.headers_mut();
+    *h = metadata;
+    add_trailer_headers(h, &trailers);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+async fn stream(call: Call, mode: Mode, req: Request<Incoming>) -> Response<BoxBody> {
+    let (parts, body) = req.into_parts();
+    let client_gzip = Encoding::accepts_gzip(header_str(&parts.headers, connect::ACCEPT_ENCODING));
+    if let Err(status) = connect::check_version(&parts.headers) {
+        return stream_response(mode, Reply::error(status), false);
+    }
+    let encoding_name = header_str(&parts.headers, connect::CONTENT_ENCODING);
+    let Some(encoding) = Encoding::parse(encoding_name) else {
+        return stream_response(
+            mode,
+            Reply::error(compression::unsupported(encoding_name)),
+            false,
+        );
+    };
+    let mut headers = call.upstream_headers(&parts.headers, grpc_content_type(mode.codec));
+    // Compressed upstream messages pass through untouched when the caller can read them.
+    headers.insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static(if client_gzip { "gzip" } else { "identity" }),
+    );
+    let body = match encoding {
+        Encoding::Identity => RequestBody::new(body, false, call.limit, call.failure.clone()),
+        Encoding::Gzip => {
+            RequestBody::decompressing(body, Encoding::Gzip, call.limit, call.failure.clone())
+        }
+    };
+    let reply = call
+        .start(upstream_request(
+            parts.uri.path(),
+            headers,
+            body.boxed_unsync(),
+        ))
+        .await;
+    stream_response(mode, reply, client_gzip)
+}
+
+/// HTTP 200 with the metadata as headers, the messages, and the end-stream message.
+fn stream_response(mode: Mode, reply: Reply, client_gzip: bool) -> Response<BoxBody> {
+    let mut metadata = reply.metadata;
+    let upstream_encoding = metadata.remove("grpc-encoding");
+    metadata.remove("grpc-accept-encoding");
+    if let Some(enc) = upstream_encoding.filter(|e| e != "identity") {
+        metadata.insert(connect::CONTENT_ENCODING, enc);
+    }
+    if client_gzip {
+        metadata.insert(
+            connect::ACCEPT_ENCODING,
+            HeaderValue::from_static(compression::SUPPORTED),
+        );
+    }
+    metadata.insert(header::CONTENT_TYPE, mode.content_type());
+    let mut res = Response::new(
+        ConnectStreamBody {
+            stream: reply.stream,
+        }
+        .boxed_unsync(),
+    );
+    *res.headers_mut() = metadata;
+    res
+}
+
+struct ConnectStreamBody {
+    stream: GrpcStream,
+}
+
+impl Body for ConnectStreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.stream.poll_event(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Event::Data(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Poll::Ready(Some(Event::End(end))) => {
+                let json = error::end_stream_json(&end.status, &end.metadata);
+                Poll::Ready(Some(Ok(Frame::data(frame::encode(FLAG_END_STREAM, &json)))))
+            }
+        }
+    }
+}
