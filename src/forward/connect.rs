@@ -23,6 +23,8 @@ use crate::protocol::Codec;
 
 /// Unary responses smaller than this are not compressed.
 const COMPRESS_MIN_BYTES: usize = 1024;
+/// Longest GET URL accepted; longer ones get 414 URI Too Long (clients should POST instead).
+const MAX_GET_URL: usize = 48 << 10;
 
 /// Forwards one Connect call.
 pub(crate) async fn forward(call: Call, mode: Mode, req: Request<Incoming>) -> Response<BoxBody> {
@@ -65,6 +67,16 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 async fn unary(call: Call, mut mode: Mode, req: Request<Incoming>) -> Response<BoxBody> {
     let (parts, body) = req.into_parts();
     let client_gzip = Encoding::accepts_gzip(header_str(&parts.headers, "accept-encoding"));
+    let url_len = parts.uri.path().len() + parts.uri.query().map_or(0, str::len);
+    if mode.kind == Kind::Get && url_len > MAX_GET_URL {
+        let status = Status::new(
+            Code::ResourceExhausted,
+            format!("URL of {url_len} bytes exceeds the limit of {MAX_GET_URL} bytes; send the call with POST"),
+        );
+        let mut res = unary_error(&status, HeaderMap::new(), HeaderMap::new());
+        *res.status_mut() = StatusCode::URI_TOO_LONG;
+        return res;
+    }
     let message = match read_unary_message(&call, &mut mode, &parts, body).await {
         Ok(m) => m,
         Err(status) => return unary_error(&status, HeaderMap::new(), HeaderMap::new()),

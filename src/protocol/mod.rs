@@ -5,6 +5,7 @@ pub mod compression;
 pub mod connect;
 pub mod grpc;
 pub mod grpc_web;
+pub mod json;
 
 use http::{header, Method, Request, StatusCode, Version};
 

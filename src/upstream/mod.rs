@@ -1,6 +1,7 @@
 //! Upstreams: a pool of long-lived, multiplexed HTTP/2 connections per endpoint.
 
 mod pool;
+pub(crate) mod reflection;
 pub(crate) mod tls;
 
 pub(crate) use pool::{StreamGuard, UpstreamClient};

@@ -1,1 +1,162 @@
-//! interop tests
+//! Interop: third-party clients against the proxy in front of the tonic test backend.
+//!
+//! The clients live in `tests/interop/` (a small npm package, installed by `scripts/test.sh`):
+//! - `clients.mjs`: `@connectrpc/connect-node` transports (gRPC-Web over HTTP/1.1 and HTTP/2),
+//! - `buf-curl.mjs`: `buf curl` with `--protocol grpcweb` and `--protocol grpc`.
+//!
+//! Each script prints one PASS/FAIL line per case and exits non-zero if any failed. Both read
+//! the service schema from the descriptor set that build.rs writes, so nothing is generated.
+//! Without `tests/interop/node_modules` these tests fail, unless `SWITCHBOARD_SKIP_INTEROP=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support;
+
+/// The FileDescriptorSet of proto/switchboard/testing/v1/testing.proto.
+const DESCRIPTOR: &str = concat!(env!("OUT_DIR"), "/testing_descriptor.bin");
+/// A whole script; every case inside has its own, shorter limit.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_node_clients() {
+    run_against_proxy("clients.mjs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buf_curl() {
+    run_against_proxy("buf-curl.mjs").await;
+}
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("interop")
+}
+
+/// Starts the backend and the proxy, runs `node tests/interop/SCRIPT`, asserts it passed.
+async fn run_against_proxy(script: &str) {
+    if !prerequisites_present() {
+        return;
+    }
+    let backend = support::spawn_backend().await;
+    let proxy = support::spawn_proxy(&backend.url).await;
+    let url = proxy.url.clone();
+    let script_path = interop_dir().join(script);
+    let args = vec![
+        script_path.display().to_string(),
+        "--url".to_owned(),
+        url.trim_end_matches('/').to_owned(),
+        "--descriptor".to_owned(),
+        DESCRIPTOR.to_owned(),
+    ];
+    let out = tokio::task::spawn_blocking(move || run_with_timeout("node", &args, SCRIPT_TIMEOUT))
+        .await
+        .expect("runner thread panicked");
+    // Printed past the test harness's capture, so the PASS lines show in every test log.
+    let report = format!(
+        "---- interop {script} ----\n{}{}{}---- end of {script} ----\n",
+        out.stdout,
+        if out.stderr.is_empty() {
+            ""
+        } else {
+            "stderr:\n"
+        },
+        out.stderr,
+    );
+    let _ = std::io::stderr().write_all(report.as_bytes());
+    assert!(
+        out.success,
+        "{script} failed ({}); its output is above",
+        out.status
+    );
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("PASS ")),
+        "{script} ran no case"
+    );
+    drop(proxy);
+    drop(backend);
+}
+
+/// True when node and the npm packages are there; false (skip) when they are missing and
+/// SWITCHBOARD_SKIP_INTEROP=1; panics when they are missing otherwise.
+fn prerequisites_present() -> bool {
+    let dir = interop_dir();
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let problem = if !node_ok {
+        "`node` is not on PATH".to_owned()
+    } else if !dir
+        .join("node_modules/@connectrpc/connect-node/package.json")
+        .is_file()
+        || !dir.join("node_modules/.bin/buf").exists()
+    {
+        format!(
+            "the interop clients are not installed in {}/node_modules",
+            dir.display()
+        )
+    } else {
+        return true;
+    };
+    if std::env::var_os("SWITCHBOARD_SKIP_INTEROP").is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED interop test: {problem} (SWITCHBOARD_SKIP_INTEROP=1)");
+        return false;
+    }
+    panic!(
+        "{problem}. Run scripts/test.sh (it installs them with npm ci, then runs every test), \
+         or set SWITCHBOARD_SKIP_INTEROP=1 to skip the interop tests"
+    );
+}
+
+struct Output {
+    success: bool,
+    status: String,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs a program to completion, killing it after `timeout`.
+fn run_with_timeout(program: &str, args: &[String], timeout: Duration) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(interop_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + timeout;
+    let (success, status) = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the child failed") {
+            break (status.success(), status.to_string());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break (false, format!("killed after {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        success,
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}

@@ -3,6 +3,7 @@
 mod support;
 
 mod config;
+mod connect;
 mod cors;
 mod errors;
 mod grpc;

@@ -1,0 +1,1 @@
+//! JSON ⇄ protobuf transcoding with descriptors (in progress).

@@ -1,0 +1,1 @@
+//! Descriptors from gRPC server reflection (in progress).

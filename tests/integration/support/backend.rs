@@ -1,0 +1,396 @@
+//! The test backend: `switchboard.testing.v1.TestService` implemented with tonic, served by
+//! hyper's HTTP/2 server so the test can count connections and see every request.
+//!
+//! Behaviour is driven by the request (see testing.proto), plus metadata echo:
+//! a request header `x-header-NAME` comes back as a response header, `x-trailer-NAME` as a
+//! response trailer (in the Trailers-Only block when the call fails before any message).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{stream, Stream, StreamExt as _};
+use http::{HeaderMap, Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tonic::codegen::Service as _;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+use super::pb::test_service_server::{TestService, TestServiceServer};
+use super::pb::{EchoRequest, EchoResponse};
+use super::AbortOnDrop;
+
+/// A `ServerStream` request whose message is this waits on [`BackendState::gate`] before
+/// every message after the first, so a test decides when the stream may go on.
+pub(crate) const GATED: &str = "gated";
+
+/// A count that tests can wait on.
+#[derive(Debug)]
+pub(crate) struct Counter(watch::Sender<usize>);
+
+impl Default for Counter {
+    fn default() -> Counter {
+        Counter(watch::Sender::new(0))
+    }
+}
+
+impl Counter {
+    pub(crate) fn incr(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn get(&self) -> usize {
+        *self.0.borrow()
+    }
+
+    /// Waits until the count reaches `n`; false if that takes longer than `limit`.
+    pub(crate) async fn reaches(&self, n: usize, limit: Duration) -> bool {
+        let mut rx = self.0.subscribe();
+        let reached = tokio::time::timeout(limit, rx.wait_for(|v| *v >= n))
+            .await
+            .is_ok();
+        reached
+    }
+}
+
+/// What the backend has seen, for assertions.
+#[derive(Debug)]
+pub(crate) struct BackendState {
+    /// TCP connections accepted.
+    pub(crate) connections: Counter,
+    /// Calls received (any method).
+    pub(crate) calls: Counter,
+    /// Stream messages handed to the transport by ServerStream.
+    pub(crate) sent: Counter,
+    /// Calls that were dropped before they finished (caller cancelled or reset the stream).
+    pub(crate) cancellations: Counter,
+    /// Permits for [`GATED`] streams: one per message after the first.
+    pub(crate) gate: Semaphore,
+    /// Headers of the most recent request.
+    pub(crate) last_headers: Mutex<Option<HeaderMap>>,
+}
+
+impl Default for BackendState {
+    fn default() -> BackendState {
+        BackendState {
+            connections: Counter::default(),
+            calls: Counter::default(),
+            sent: Counter::default(),
+            cancellations: Counter::default(),
+            gate: Semaphore::new(0),
+            last_headers: Mutex::new(None),
+        }
+    }
+}
+
+impl BackendState {
+    /// Headers of the most recent request.
+    pub(crate) fn last_headers(&self) -> HeaderMap {
+        self.last_headers
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the backend has received no request")
+    }
+
+    /// Lets gated streams send `n` more messages.
+    pub(crate) fn open_gate(&self, n: usize) {
+        self.gate.add_permits(n);
+    }
+}
+
+/// A running backend. Keep it alive for the whole test: dropping it stops accepting.
+#[derive(Debug)]
+pub(crate) struct Backend {
+    pub(crate) addr: SocketAddr,
+    /// `http://127.0.0.1:port`.
+    pub(crate) url: String,
+    pub(crate) state: Arc<BackendState>,
+    pub(crate) task: AbortOnDrop,
+}
+
+/// Starts the test backend (h2c) on an ephemeral loopback port.
+pub(crate) async fn spawn_backend() -> Backend {
+    spawn_backend_with(None).await
+}
+
+/// Starts the test backend with TLS (ALPN h2) when `tls` is given.
+pub(crate) async fn spawn_backend_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
+    let listener = TcpListener::bind(super::loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = Arc::new(BackendState::default());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let task = tokio::spawn(accept_loop(listener, tls, state.clone()));
+    Backend {
+        addr,
+        url: format!("{scheme}://{addr}"),
+        state,
+        task: AbortOnDrop(task),
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<BackendState>,
+) {
+    // No message limit of its own: the proxy's limits are what the tests exercise.
+    let svc = TestServiceServer::from_arc(Arc::new(Svc {
+        state: state.clone(),
+    }))
+    .max_decoding_message_size(usize::MAX)
+    .max_encoding_message_size(usize::MAX);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        state.connections.incr();
+        let svc = svc.clone();
+        let state = state.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(req, svc.clone(), state.clone()));
+            let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            let _ = match tls {
+                None => builder.serve_connection(TokioIo::new(tcp), service).await,
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Err(_) => return,
+                },
+            };
+        });
+    }
+}
+
+/// Runs one call through tonic, then adds the echoed `x-header-*` / `x-trailer-*` metadata.
+async fn handle(
+    req: Request<Incoming>,
+    mut svc: TestServiceServer<Svc>,
+    state: Arc<BackendState>,
+) -> Result<Response<impl http_body::Body<Data = Bytes, Error = Status>>, Infallible> {
+    state.calls.incr();
+    *state.last_headers.lock().unwrap() = Some(req.headers().clone());
+    let mut echo_headers = HeaderMap::new();
+    let mut echo_trailers = HeaderMap::new();
+    for (name, value) in req.headers() {
+        if name.as_str().starts_with("x-header-") {
+            echo_headers.append(name.clone(), value.clone());
+        } else if name.as_str().starts_with("x-trailer-") {
+            echo_trailers.append(name.clone(), value.clone());
+        }
+    }
+    let res = svc.call(req).await?;
+    let (mut parts, body) = res.into_parts();
+    parts.headers.extend(echo_headers);
+    if parts.headers.contains_key("grpc-status") {
+        // Trailers-Only: the one header block is also the trailer block.
+        parts.headers.extend(echo_trailers.clone());
+    }
+    let body = body.map_frame(move |f| match f.into_trailers() {
+        Ok(mut trailers) => {
+            trailers.extend(echo_trailers.clone());
+            Frame::trailers(trailers)
+        }
+        Err(f) => f,
+    });
+    Ok(Response::from_parts(parts, body))
+}
+
+struct Svc {
+    state: Arc<BackendState>,
+}
+
+/// Counts a cancellation when dropped before [`CancelGuard::done`].
+struct CancelGuard {
+    state: Arc<BackendState>,
+    done: bool,
+}
+
+impl CancelGuard {
+    fn new(state: &Arc<BackendState>) -> CancelGuard {
+        CancelGuard {
+            state: state.clone(),
+            done: false,
+        }
+    }
+
+    fn done(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.state.cancellations.incr();
+        }
+    }
+}
+
+type EchoStream = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send>>;
+
+fn error_status(req: &EchoRequest) -> Option<Status> {
+    let spec = req.error.as_ref()?;
+    let code = Code::from_i32(spec.code);
+    Some(if spec.with_details {
+        Status::with_error_details(
+            code,
+            spec.message.clone(),
+            ErrorDetails::with_bad_request_violation("message", "must not be empty"),
+        )
+    } else {
+        Status::new(code, spec.message.clone())
+    })
+}
+
+fn respond(req: &EchoRequest, index: u32, headers: &tonic::metadata::MetadataMap) -> EchoResponse {
+    let payload = if req.response_size > 0 {
+        vec![b'x'; req.response_size as usize]
+    } else {
+        req.payload.clone()
+    };
+    let h = headers.as_ref();
+    EchoResponse {
+        message: req.message.clone(),
+        payload,
+        index,
+        grpc_timeout: h
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        metadata: h
+            .iter()
+            .filter(|(n, _)| n.as_str().starts_with("x-"))
+            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect(),
+    }
+}
+
+impl Svc {
+    async fn answer_once(
+        &self,
+        request: tonic::Request<EchoRequest>,
+    ) -> Result<tonic::Response<EchoResponse>, Status> {
+        let mut guard = CancelGuard::new(&self.state);
+        let req = request.get_ref().clone();
+        if req.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(req.delay_ms.into())).await;
+        }
+        guard.done();
+        if let Some(status) = error_status(&req) {
+            return Err(status);
+        }
+        Ok(tonic::Response::new(respond(&req, 0, request.metadata())))
+    }
+}
+
+struct StreamState {
+    req: EchoRequest,
+    metadata: tonic::metadata::MetadataMap,
+    next: u32,
+    backend: Arc<BackendState>,
+    guard: CancelGuard,
+}
+
+#[tonic::async_trait]
+impl TestService for Svc {
+    async fn unary(
+        &self,
+        request: tonic::Request<EchoRequest>,
+    ) -> Result<tonic::Response<EchoResponse>, Status> {
+        self.answer_once(request).await
+    }
+
+    async fn lookup(
+        &self,
+        request: tonic::Request<EchoRequest>,
+    ) -> Result<tonic::Response<EchoResponse>, Status> {
+        self.answer_once(request).await
+    }
+
+    type ServerStreamStream = EchoStream;
+
+    async fn server_stream(
+        &self,
+        request: tonic::Request<EchoRequest>,
+    ) -> Result<tonic::Response<EchoStream>, Status> {
+        let (metadata, _, req) = request.into_parts();
+        let start = StreamState {
+            req,
+            metadata,
+            next: 0,
+            backend: self.state.clone(),
+            guard: CancelGuard::new(&self.state),
+        };
+        // Driven by the transport: when the caller goes away the stream (and its guard) is
+        // dropped mid-wait, which records the cancellation.
+        let out = stream::unfold(Some(start), |st| async move {
+            let mut st = st?;
+            if st.next >= st.req.count {
+                st.guard.done();
+                return error_status(&st.req).map(|e| (Err(e), None));
+            }
+            if st.req.message == GATED && st.next > 0 {
+                st.backend.gate.acquire().await.unwrap().forget();
+            }
+            if st.req.delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(st.req.delay_ms.into())).await;
+            }
+            let msg = respond(&st.req, st.next, &st.metadata);
+            st.next += 1;
+            st.backend.sent.incr();
+            Some((Ok(msg), Some(st)))
+        });
+        Ok(tonic::Response::new(Box::pin(out)))
+    }
+
+    async fn client_stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<EchoRequest>>,
+    ) -> Result<tonic::Response<EchoResponse>, Status> {
+        let (metadata, _, mut input) = request.into_parts();
+        let mut messages = Vec::new();
+        let mut payload = Vec::new();
+        while let Some(req) = input.message().await? {
+            messages.push(req.message);
+            payload.extend_from_slice(&req.payload);
+        }
+        let joined = EchoRequest {
+            message: messages.join(","),
+            payload,
+            ..EchoRequest::default()
+        };
+        Ok(tonic::Response::new(respond(&joined, 0, &metadata)))
+    }
+
+    type BidiStream = EchoStream;
+
+    async fn bidi(
+        &self,
+        request: tonic::Request<tonic::Streaming<EchoRequest>>,
+    ) -> Result<tonic::Response<EchoStream>, Status> {
+        let (metadata, _, input) = request.into_parts();
+        let out = input.enumerate().map(move |(i, item)| {
+            let req = item?;
+            if let Some(status) = error_status(&req) {
+                return Err(status);
+            }
+            Ok(respond(&req, i as u32, &metadata))
+        });
+        Ok(tonic::Response::new(Box::pin(out)))
+    }
+}
