@@ -23,6 +23,8 @@ const PROTOCOLS = [
   { name: "grpcweb/http1.1", flags: ["--protocol", "grpcweb"] },
   { name: "grpcweb/http2", flags: ["--protocol", "grpcweb", "--http2-prior-knowledge"] },
   { name: "grpc/http2", flags: ["--protocol", "grpc", "--http2-prior-knowledge"] },
+  { name: "connect/http1.1", flags: ["--protocol", "connect"] },
+  { name: "connect/http2", flags: ["--protocol", "connect", "--http2-prior-knowledge"] },
 ];
 
 // Every case: { name, method, data, check(result) } with result = { code, stdout, stderr }.

@@ -11,7 +11,7 @@
 // nothing here is generated code.
 
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcWebTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import {
   check,
   checkEq,
@@ -27,6 +27,10 @@ import {
 //   name:      prefix of each case name
 //   create:    baseUrl -> Transport
 //   streaming: which streaming shapes the transport can carry besides server streaming
+//   deadline:  the header (name, value) that asks for a 200 ms deadline without a client timer
+//   only:      when set, the names of the only cases this transport runs
+const GRPC_WEB_DEADLINE = ["grpc-timeout", "200m"];
+const CONNECT_DEADLINE = ["connect-timeout-ms", "200"];
 const TRANSPORTS = [
   {
     name: "grpc-web/http1.1",
@@ -34,12 +38,45 @@ const TRANSPORTS = [
       createGrpcWebTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true }),
     // Client streaming is a chunked request body; bidi needs HTTP/2.
     streaming: { client: true, bidi: false },
+    deadline: GRPC_WEB_DEADLINE,
   },
   {
     name: "grpc-web/http2",
     create: (baseUrl) =>
       createGrpcWebTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true }),
     streaming: { client: true, bidi: true },
+    deadline: GRPC_WEB_DEADLINE,
+  },
+  {
+    name: "connect/http1.1",
+    create: (baseUrl) =>
+      createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true }),
+    streaming: { client: true, bidi: false },
+    deadline: CONNECT_DEADLINE,
+  },
+  {
+    name: "connect/http2",
+    create: (baseUrl) =>
+      createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true }),
+    streaming: { client: true, bidi: true },
+    deadline: CONNECT_DEADLINE,
+  },
+  {
+    // Methods without side effects (Lookup) travel as GET requests.
+    name: "connect-get/http1.1",
+    create: (baseUrl) =>
+      createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true, useHttpGet: true }),
+    streaming: { client: false, bidi: false },
+    deadline: CONNECT_DEADLINE,
+    only: ["lookup", "lookup error with details", "lookup deadline exceeded"],
+  },
+  {
+    name: "connect-get/http2",
+    create: (baseUrl) =>
+      createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true, useHttpGet: true }),
+    streaming: { client: false, bidi: false },
+    deadline: CONNECT_DEADLINE,
+    only: ["lookup", "lookup error with details", "lookup deadline exceeded"],
   },
 ];
 
@@ -157,13 +194,49 @@ const CASES = [
     },
   },
   {
-    name: "deadline enforced by the proxy",
+    name: "lookup",
+    async run(client, signal, transport) {
+      let headers;
+      const res = await client.lookup({ message: "cacheable" }, { signal, onHeader: (h) => (headers = h) });
+      checkEq(res.message, "cacheable", "message");
+      if (transport.name.startsWith("connect-get")) {
+        // Only GET responses vary by accept-encoding: proof that the call really was a GET.
+        check((headers?.get("vary") ?? "").includes("accept-encoding"), `vary: ${headers?.get("vary")}`);
+      }
+    },
+  },
+  {
+    name: "lookup error with details",
     async run(client, signal) {
-      // Only the grpc-timeout header, no client-side timer: the test backend does not enforce
+      const err = await expectError(
+        client.lookup(
+          { error: { code: Code.NotFound, message: "no such key", withDetails: true } },
+          { signal },
+        ),
+      );
+      checkEq(Code[err.code], "NotFound", "code");
+      checkEq(err.rawMessage, "no such key", "message");
+      checkEq(err.findDetails(BadRequestSchema).length, 1, "BadRequest details");
+    },
+  },
+  {
+    name: "lookup deadline exceeded",
+    async run(client, signal) {
+      const err = await expectError(
+        client.lookup({ message: "slow", delayMs: 3000 }, { signal, timeoutMs: 200 }),
+      );
+      checkEq(Code[err.code], "DeadlineExceeded", "code");
+    },
+  },
+  {
+    name: "deadline enforced by the proxy",
+    async run(client, signal, transport) {
+      // Only the deadline header, no client-side timer: the test backend does not enforce
       // deadlines, so DEADLINE_EXCEEDED in time can only come from the proxy.
+      const [name, value] = transport.deadline;
       const started = performance.now();
       const err = await expectError(
-        client.unary({ message: "slow", delayMs: 3000 }, { signal, headers: { "grpc-timeout": "200m" } }),
+        client.unary({ message: "slow", delayMs: 3000 }, { signal, headers: { [name]: value } }),
       );
       const elapsed = performance.now() - started;
       checkEq(Code[err.code], "DeadlineExceeded", "code");
@@ -264,7 +337,8 @@ function allCases(service, baseUrl) {
     const get = () => (client ??= createClient(service, t.create(baseUrl)));
     for (const c of CASES) {
       if (c.needs && !t.streaming[c.needs]) continue;
-      out.push({ name: `${t.name}: ${c.name}`, run: (signal) => c.run(get(), signal) });
+      if (t.only && !t.only.includes(c.name)) continue;
+      out.push({ name: `${t.name}: ${c.name}`, run: (signal) => c.run(get(), signal, t) });
     }
   }
   return out;
