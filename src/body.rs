@@ -220,6 +220,8 @@ impl End {
             "grpc-status-details-bin",
             "content-type",
             "content-length",
+            // HTTP's own, present when a Trailers-Only block doubles as response headers.
+            "date",
         ] {
             trailers.remove(name);
         }

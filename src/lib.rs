@@ -15,6 +15,7 @@
 //! # Limitations
 //! - Native gRPC callers must use HTTP/2 (HTTP/1.1 cannot carry trailers to them).
 
+pub mod assets;
 mod body;
 pub mod cli;
 pub mod config;

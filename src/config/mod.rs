@@ -55,6 +55,8 @@ pub struct Config {
     pub upstreams: Vec<Arc<Upstream>>,
     /// Routes, in match order.
     pub routes: Vec<Route>,
+    /// Static files served for plain GET requests (the demo page); never from YAML.
+    pub assets: Option<crate::assets::Assets>,
 }
 
 /// One listening socket.
@@ -260,6 +262,7 @@ impl Config {
                 timeout: None,
                 max_message_size: None,
             }],
+            assets: None,
         })
     }
 
@@ -491,6 +494,7 @@ impl Validator<'_> {
             cors,
             upstreams,
             routes,
+            assets: None,
         })
     }
 }

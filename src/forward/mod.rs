@@ -27,6 +27,7 @@ pub(crate) struct Proxy {
     routes: RouteTable,
     upstreams: Vec<Arc<UpstreamClient>>,
     cors: CorsPolicy,
+    assets: Option<crate::assets::Assets>,
 }
 
 impl Proxy {
@@ -44,6 +45,7 @@ impl Proxy {
             routes: RouteTable::new(config),
             upstreams,
             cors: CorsPolicy::new(config.cors.clone()),
+            assets: config.assets.clone(),
         })
     }
 
@@ -63,7 +65,11 @@ impl Proxy {
     async fn dispatch(&self, req: Request<Incoming>) -> Response<BoxBody> {
         let protocol = match protocol::detect(&req) {
             Ok(p) => p,
-            Err(rejection) => return reject(rejection),
+            Err(rejection) => {
+                // Plain GETs that are not Connect calls may be files of the demo page.
+                let page = self.assets.as_ref().and_then(|a| a.serve(&req));
+                return page.unwrap_or_else(|| reject(rejection));
+            }
         };
         let target = self.route(&req);
         let path = req.uri().path();

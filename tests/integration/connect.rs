@@ -1,1 +1,1403 @@
-//! Connect protocol tests
+//! Connect callers (unary POST and GET, enveloped streams, HTTP/1.1 and HTTP/2) through the
+//! proxy to the tonic backend. PROTOCOLS.md §3, §5 and the vectors of §8.5–§8.12.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read as _, Write as _};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use prost::Message as _;
+use serde_json::{json, Value};
+use tonic::Code;
+
+use crate::support::client::{empty, full, ReqBody};
+use crate::support::wire::{frame_with_flag, parse_grpc_timeout, split_frame};
+use crate::support::*;
+
+const PROTO: &str = "application/proto";
+const CONNECT_PROTO: &str = "application/connect+proto";
+const END_STREAM: u8 = 0x02;
+const COMPRESSED: u8 = 0x01;
+/// The message no test can get right by accident: non-ASCII, a `%`, and a non-BMP character.
+const UNICODE: &str = "café 100% 😈";
+
+// --- Helpers -------------------------------------------------------------------------------
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("not gzip ({e}): {data:02x?}"));
+    out
+}
+
+fn failing(code: Code, message: &str, with_details: bool) -> EchoRequest {
+    EchoRequest {
+        error: Some(ErrorSpec {
+            code: code as i32,
+            message: message.to_owned(),
+            with_details,
+        }),
+        ..echo("fail")
+    }
+}
+
+/// A request with `headers` appended (names may repeat).
+fn request(
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    headers: &[(&str, &str)],
+    body: ReqBody,
+) -> Request<ReqBody> {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let mut req = req.body(body).unwrap();
+    for (name, value) in headers {
+        req.headers_mut().append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    req
+}
+
+/// A whole unary response.
+#[derive(Debug)]
+struct Unary {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Unary {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// Asserts a successful proto answer and decodes it (gunzipping a gzip body).
+    fn ok(&self) -> EchoResponse {
+        assert_eq!(self.status, StatusCode::OK, "{self:#?}");
+        assert_eq!(self.header("content-type"), Some(PROTO), "{self:#?}");
+        let body = match self.header("content-encoding") {
+            None | Some("identity") => self.body.to_vec(),
+            Some("gzip") => gunzip(&self.body),
+            Some(other) => panic!("unexpected content-encoding {other}: {self:#?}"),
+        };
+        EchoResponse::decode(&body[..])
+            .unwrap_or_else(|e| panic!("not an EchoResponse ({e}): {self:#?}"))
+    }
+
+    /// Asserts a Connect error with this HTTP status and code; returns the error JSON.
+    fn error(&self, http: u16, code: &str, case: &str) -> Value {
+        assert_eq!(self.status.as_u16(), http, "{case}: {self:#?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{case}: errors are always JSON: {self:#?}"
+        );
+        let json: Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{case}: error body is not JSON ({e}): {self:#?}"));
+        assert_eq!(json["code"], code, "{case}: {json}");
+        json
+    }
+}
+
+async fn send(addr: SocketAddr, http: Http, req: Request<ReqBody>) -> Unary {
+    let reply = Client::connect(addr, http).await.send(req).await;
+    let status = reply.status;
+    let headers = reply.headers.clone();
+    let body = reply.bytes().await;
+    Unary {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A Connect unary POST of `body` as `application/proto`, protocol version 1, plus `headers`.
+async fn post(
+    addr: SocketAddr,
+    http: Http,
+    path: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Unary {
+    let mut all = vec![("connect-protocol-version", "1")];
+    all.extend_from_slice(headers);
+    let req = request(Method::POST, path, Some(PROTO), &all, full(body.into()));
+    send(addr, http, req).await
+}
+
+async fn unary(addr: SocketAddr, http: Http, msg: &EchoRequest, headers: &[(&str, &str)]) -> Unary {
+    post(addr, http, UNARY, msg.encode_to_vec(), headers).await
+}
+
+async fn get(
+    addr: SocketAddr,
+    http: Http,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+) -> Unary {
+    let req = request(Method::GET, path_and_query, None, headers, empty());
+    send(addr, http, req).await
+}
+
+/// The query of a Connect GET carrying `message` as unpadded URL-safe base64.
+fn get_url(message: &[u8], compression: Option<&str>) -> String {
+    let compression = compression.map_or(String::new(), |c| format!("compression={c}&"));
+    format!(
+        "{LOOKUP}?connect=v1&base64=1&{compression}encoding=proto&message={}",
+        URL_SAFE_NO_PAD.encode(message)
+    )
+}
+
+/// Checks the one detail the backend attaches: google.rpc.BadRequest{message: must not be
+/// empty}, as unpadded standard base64 (PROTOCOLS.md §3.4, §8.5).
+fn assert_bad_request_detail(error: &Value, case: &str) {
+    let details = error["details"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{case}: no details in {error}"));
+    assert_eq!(details.len(), 1, "{case}: {error}");
+    assert_eq!(
+        details[0]["type"], "google.rpc.BadRequest",
+        "{case}: {error}"
+    );
+    let value = details[0]["value"].as_str().unwrap();
+    assert!(
+        !value.ends_with('='),
+        "{case}: value must be unpadded: {value}"
+    );
+    let bytes = STANDARD_NO_PAD
+        .decode(value)
+        .unwrap_or_else(|e| panic!("{case}: value is not standard base64 ({e}): {value}"));
+    let detail = tonic_types::pb::BadRequest::decode(&bytes[..]).unwrap();
+    let expected = tonic_types::pb::BadRequest {
+        field_violations: vec![tonic_types::pb::bad_request::FieldViolation {
+            field: "message".to_owned(),
+            description: "must not be empty".to_owned(),
+            ..Default::default()
+        }],
+    };
+    assert_eq!(detail, expected, "{case}");
+    assert_eq!(bytes, expected.encode_to_vec(), "{case}");
+}
+
+/// A streaming response read one envelope at a time, as it arrives.
+struct Envelopes {
+    body: Option<Incoming>,
+    buf: Vec<u8>,
+}
+
+impl Envelopes {
+    fn new(body: Incoming) -> Envelopes {
+        Envelopes {
+            body: Some(body),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next whole envelope (flags, payload); None at the end of the body.
+    async fn next(&mut self) -> Option<(u8, Bytes)> {
+        loop {
+            if let Some((flag, payload, rest)) = split_frame(&self.buf) {
+                let out = (flag, Bytes::copy_from_slice(payload));
+                self.buf = rest.to_vec();
+                return Some(out);
+            }
+            let body = self.body.as_mut()?;
+            match guard("next response envelope", body.frame()).await {
+                None => {
+                    self.body = None;
+                    assert!(
+                        self.buf.is_empty(),
+                        "body ends inside an envelope: {:02x?}",
+                        self.buf
+                    );
+                    return None;
+                }
+                Some(Err(e)) => panic!("response body failed: {e:?}"),
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A whole Connect streaming response.
+#[derive(Debug)]
+struct Streamed {
+    status: StatusCode,
+    headers: HeaderMap,
+    messages: Vec<EchoResponse>,
+    /// The end-stream message.
+    end: Value,
+}
+
+impl Streamed {
+    /// Asserts HTTP 200 with the Connect streaming content type.
+    fn assert_shape(&self, case: &str) {
+        assert_eq!(self.status, StatusCode::OK, "{case}: {self:#?}");
+        assert_eq!(
+            self.headers
+                .get("content-type")
+                .map(|v| v.to_str().unwrap()),
+            Some(CONNECT_PROTO),
+            "{case}: {self:#?}"
+        );
+    }
+
+    /// Asserts success: HTTP 200 and an end-stream without error; returns the messages.
+    fn ok(&self, case: &str) -> &[EchoResponse] {
+        self.assert_shape(case);
+        assert!(
+            self.end.get("error").is_none(),
+            "{case}: unexpected error {}",
+            self.end
+        );
+        &self.messages
+    }
+
+    /// Asserts an end-stream error with `code` (HTTP 200 all the same); returns the error.
+    fn error(&self, code: &str, case: &str) -> &Value {
+        self.assert_shape(case);
+        let error = &self.end["error"];
+        assert_eq!(error["code"], code, "{case}: end-stream {}", self.end);
+        error
+    }
+}
+
+/// Reads the rest of a stream: message envelopes, then exactly one end-stream envelope, last.
+async fn finish_stream(
+    status: StatusCode,
+    headers: HeaderMap,
+    envelopes: &mut Envelopes,
+    mut messages: Vec<EchoResponse>,
+) -> Streamed {
+    let mut end = None;
+    while let Some((flag, payload)) = envelopes.next().await {
+        assert!(
+            end.is_none(),
+            "envelope (flag {flag:#04x}) after the end-stream message"
+        );
+        match flag {
+            0x00 => messages.push(
+                EchoResponse::decode(&payload[..])
+                    .unwrap_or_else(|e| panic!("not an EchoResponse ({e}): {payload:02x?}")),
+            ),
+            END_STREAM => {
+                end = Some(
+                    serde_json::from_slice::<Value>(&payload).unwrap_or_else(|e| {
+                        panic!(
+                            "end-stream is not JSON ({e}): {:?}",
+                            String::from_utf8_lossy(&payload)
+                        )
+                    }),
+                );
+            }
+            other => panic!("unexpected envelope flag {other:#04x}"),
+        }
+    }
+    let end = end.unwrap_or_else(|| {
+        panic!("no end-stream message (status {status}, {messages:?}, {headers:?})")
+    });
+    assert!(end.is_object(), "end-stream must be an object: {end}");
+    Streamed {
+        status,
+        headers,
+        messages,
+        end,
+    }
+}
+
+async fn read_stream(reply: Reply) -> Streamed {
+    let mut envelopes = Envelopes::new(reply.body);
+    finish_stream(reply.status, reply.headers, &mut envelopes, Vec::new()).await
+}
+
+/// A Connect streaming POST (`application/connect+proto`, protocol version 1).
+fn stream_request(path: &str, headers: &[(&str, &str)], body: ReqBody) -> Request<ReqBody> {
+    let mut all = vec![("connect-protocol-version", "1")];
+    all.extend_from_slice(headers);
+    request(Method::POST, path, Some(CONNECT_PROTO), &all, body)
+}
+
+/// One streaming call with a complete request body.
+async fn stream_call(
+    addr: SocketAddr,
+    http: Http,
+    path: &str,
+    body: impl Into<Bytes>,
+    headers: &[(&str, &str)],
+) -> Streamed {
+    let req = stream_request(path, headers, full(body.into()));
+    let reply = Client::connect(addr, http).await.send(req).await;
+    read_stream(reply).await
+}
+
+async fn assert_still_serves(addr: SocketAddr) {
+    let res = unary(addr, Http::H1, &echo("still here"), &[]).await;
+    assert_eq!(res.ok().message, "still here");
+}
+
+fn closed_upstream_yaml() -> String {
+    one_upstream_yaml(&format!("http://{}", closed_port()), &[], &[])
+        .replace("name: backend", "name: closed-backend")
+        .replace("upstream: backend", "upstream: closed-backend")
+}
+
+// --- Unary POST ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn unary_round_trips_with_metadata_over_both_http_versions() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        let msg = EchoRequest {
+            payload: vec![0, 1, 2, 0xff],
+            ..echo(&case)
+        };
+        let res = unary(
+            proxy.addr,
+            http,
+            &msg,
+            &[("x-header-a", "h"), ("x-trailer-a", "t"), ("x-custom", "c")],
+        )
+        .await;
+        let out = res.ok();
+        assert_eq!(out.message, case);
+        assert_eq!(out.payload, [0, 1, 2, 0xff], "{case}");
+        assert_eq!(out.metadata.get("x-custom").map(String::as_str), Some("c"));
+        assert!(
+            !out.metadata.keys().any(|k| k.starts_with("connect-")),
+            "{case}: connect-* headers must not reach the backend: {:?}",
+            out.metadata
+        );
+        // Response headers stay headers; trailers become `trailer-` headers (§3.3).
+        assert_eq!(res.header("x-header-a"), Some("h"), "{case}: {res:#?}");
+        assert_eq!(
+            res.header("trailer-x-trailer-a"),
+            Some("t"),
+            "{case}: {res:#?}"
+        );
+        for name in res.headers.keys() {
+            let name = name.as_str();
+            assert!(
+                !name.starts_with("grpc-") && !name.starts_with("trailer-grpc-"),
+                "{case}: gRPC protocol header {name} leaked into a Connect response"
+            );
+        }
+        let sent = backend.state.last_headers();
+        assert!(
+            sent.get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
+            "{case}: backend saw {sent:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn protocol_version_header_absent_is_accepted_and_wrong_is_invalid() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let req = request(
+            Method::POST,
+            UNARY,
+            Some(PROTO),
+            &[],
+            full(echo("no version").encode_to_vec()),
+        );
+        assert_eq!(send(proxy.addr, http, req).await.ok().message, "no version");
+
+        let req = request(
+            Method::POST,
+            UNARY,
+            Some(PROTO),
+            &[("connect-protocol-version", "2")],
+            full(echo("v2").encode_to_vec()),
+        );
+        let res = send(proxy.addr, http, req).await;
+        res.error(400, "invalid_argument", &format!("unary v2 over {http:?}"));
+
+        let req = request(
+            Method::POST,
+            SERVER_STREAM,
+            Some(CONNECT_PROTO),
+            &[("connect-protocol-version", "2")],
+            full(frame(&EchoRequest {
+                count: 1,
+                ..echo("v2")
+            })),
+        );
+        let reply = Client::connect(proxy.addr, http).await.send(req).await;
+        let s = read_stream(reply).await;
+        s.error("invalid_argument", &format!("stream v2 over {http:?}"));
+        assert!(s.messages.is_empty());
+    }
+    // Only the two accepted calls reached the backend.
+    assert_eq!(backend.state.calls.get(), 2);
+}
+
+#[tokio::test]
+async fn unary_error_codes_map_to_http_status_and_json() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    // PROTOCOLS.md §1.10 / the Connect table, with Connect's code names.
+    let table = [
+        (Code::Cancelled, 499, "canceled"),
+        (Code::Unknown, 500, "unknown"),
+        (Code::InvalidArgument, 400, "invalid_argument"),
+        (Code::DeadlineExceeded, 504, "deadline_exceeded"),
+        (Code::NotFound, 404, "not_found"),
+        (Code::AlreadyExists, 409, "already_exists"),
+        (Code::PermissionDenied, 403, "permission_denied"),
+        (Code::ResourceExhausted, 429, "resource_exhausted"),
+        (Code::FailedPrecondition, 400, "failed_precondition"),
+        (Code::Aborted, 409, "aborted"),
+        (Code::OutOfRange, 400, "out_of_range"),
+        (Code::Unimplemented, 501, "unimplemented"),
+        (Code::Internal, 500, "internal"),
+        (Code::Unavailable, 503, "unavailable"),
+        (Code::DataLoss, 500, "data_loss"),
+        (Code::Unauthenticated, 401, "unauthenticated"),
+    ];
+    for http in HTTP_VERSIONS {
+        for (code, status, name) in table {
+            let case = format!("{code:?} over {http:?}");
+            let res = unary(proxy.addr, http, &failing(code, &case, false), &[]).await;
+            let json = res.error(status, name, &case);
+            assert_eq!(json["message"], case.as_str(), "{case}");
+            assert!(json.get("details").is_none(), "{case}: {json}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn unary_error_details_and_metadata() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        let res = unary(
+            proxy.addr,
+            http,
+            &failing(Code::InvalidArgument, "name is required", true),
+            &[("x-trailer-a", "t")],
+        )
+        .await;
+        let json = res.error(400, "invalid_argument", &case);
+        assert_eq!(json["message"], "name is required", "{case}");
+        assert_bad_request_detail(&json, &case);
+        // A Trailers-Only error cannot tell headers from trailers: either form is fine.
+        assert!(
+            res.header("trailer-x-trailer-a") == Some("t")
+                || res.header("x-trailer-a") == Some("t"),
+            "{case}: error metadata lost: {res:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unicode_and_percent_in_error_messages_round_trip() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    let messages = [
+        UNICODE,
+        "100% done",
+        "50%",
+        "%zz",
+        "\ntest with whitespace\r\nand Unicode BMP ☺ and non-BMP 😈\n",
+    ];
+    for http in HTTP_VERSIONS {
+        for message in messages {
+            let case = format!("{message:?} over {http:?}");
+            let res = unary(
+                proxy.addr,
+                http,
+                &failing(Code::NotFound, message, false),
+                &[],
+            )
+            .await;
+            let json = res.error(404, "not_found", &case);
+            assert_eq!(json["message"], message, "{case}");
+        }
+        let req = EchoRequest {
+            count: 1,
+            ..failing(Code::Aborted, UNICODE, false)
+        };
+        let s = stream_call(proxy.addr, http, SERVER_STREAM, frame(&req), &[]).await;
+        assert_eq!(s.error("aborted", "stream")["message"], UNICODE);
+        assert_eq!(s.messages.len(), 1);
+    }
+}
+
+// --- Timeouts ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn connect_timeout_becomes_a_deadline() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        // Propagated: the backend sees a grpc-timeout no longer than the caller's budget.
+        let res = unary(
+            proxy.addr,
+            http,
+            &echo("t"),
+            &[("connect-timeout-ms", "5000")],
+        )
+        .await;
+        let seen = res.ok().grpc_timeout;
+        let parsed = parse_grpc_timeout(&seen)
+            .unwrap_or_else(|| panic!("{case}: backend saw grpc-timeout {seen:?}"));
+        assert!(
+            !parsed.is_zero() && parsed <= Duration::from_secs(5),
+            "{case}: backend saw {seen}"
+        );
+
+        // No timeout, no grpc-timeout.
+        let res = unary(proxy.addr, http, &echo("none"), &[]).await;
+        assert_eq!(res.ok().grpc_timeout, "", "{case}");
+
+        // Enforced: a slow backend ends in deadline_exceeded (504).
+        let slow = EchoRequest {
+            delay_ms: 3000,
+            ..echo("slow")
+        };
+        let res = unary(proxy.addr, http, &slow, &[("connect-timeout-ms", "200")]).await;
+        res.error(504, "deadline_exceeded", &case);
+
+        // Zero is already expired (§4).
+        let res = unary(
+            proxy.addr,
+            http,
+            &echo("zero"),
+            &[("connect-timeout-ms", "0")],
+        )
+        .await;
+        res.error(504, "deadline_exceeded", &format!("0 ms over {http:?}"));
+    }
+}
+
+#[tokio::test]
+async fn malformed_connect_timeout_is_invalid_argument() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        for value in ["abc", "-5", "12345678901", "1.5"] {
+            let case = format!("connect-timeout-ms {value:?} over {http:?}");
+            let res = unary(
+                proxy.addr,
+                http,
+                &echo("t"),
+                &[("connect-timeout-ms", value)],
+            )
+            .await;
+            res.error(400, "invalid_argument", &case);
+        }
+        let req = EchoRequest {
+            count: 1,
+            ..echo("t")
+        };
+        let s = stream_call(
+            proxy.addr,
+            http,
+            SERVER_STREAM,
+            frame(&req),
+            &[("connect-timeout-ms", "abc")],
+        )
+        .await;
+        s.error("invalid_argument", &format!("stream over {http:?}"));
+    }
+    assert_eq!(backend.state.calls.get(), 0);
+}
+
+// --- Compression and limits ----------------------------------------------------------------
+
+#[tokio::test]
+async fn gzip_request_bodies_are_decompressed() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let msg = EchoRequest {
+            payload: vec![7; 5000],
+            ..echo("zipped")
+        };
+        let res = post(
+            proxy.addr,
+            http,
+            UNARY,
+            gzip(&msg.encode_to_vec()),
+            &[("content-encoding", "gzip")],
+        )
+        .await;
+        let out = res.ok();
+        assert_eq!(out.message, "zipped", "{http:?}");
+        assert_eq!(out.payload, vec![7; 5000], "{http:?}");
+
+        // A zero-length body is the empty message and is never decompressed (§3.2).
+        let res = post(
+            proxy.addr,
+            http,
+            UNARY,
+            Bytes::new(),
+            &[("content-encoding", "gzip")],
+        )
+        .await;
+        assert_eq!(res.ok(), EchoResponse::default(), "{http:?}");
+    }
+}
+
+#[tokio::test]
+async fn responses_are_gzipped_when_accepted_and_large() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        let big = EchoRequest {
+            response_size: 10_000,
+            ..echo("big")
+        };
+        let res = unary(proxy.addr, http, &big, &[("accept-encoding", "gzip")]).await;
+        assert_eq!(
+            res.header("content-encoding"),
+            Some("gzip"),
+            "{case}: {res:#?}"
+        );
+        assert!(res.body.len() < 10_000, "{case}: {} bytes", res.body.len());
+        let out = res.ok();
+        assert_eq!(out.message, "big");
+        assert_eq!(out.payload, vec![b'x'; 10_000], "{case}");
+
+        // Browsers list several codings; gzip anywhere in the list counts.
+        let res = unary(
+            proxy.addr,
+            http,
+            &big,
+            &[("accept-encoding", "br, gzip, deflate")],
+        )
+        .await;
+        assert_eq!(res.header("content-encoding"), Some("gzip"), "{case}");
+        assert_eq!(res.ok().payload.len(), 10_000);
+
+        // Small responses stay uncompressed.
+        let res = unary(
+            proxy.addr,
+            http,
+            &echo("small"),
+            &[("accept-encoding", "gzip")],
+        )
+        .await;
+        assert_eq!(res.header("content-encoding"), None, "{case}: {res:#?}");
+        assert_eq!(res.ok().message, "small");
+
+        // Nothing accepted, nothing compressed.
+        let res = unary(proxy.addr, http, &big, &[]).await;
+        assert_eq!(res.header("content-encoding"), None, "{case}: {res:#?}");
+        assert_eq!(res.ok().payload.len(), 10_000);
+    }
+}
+
+#[tokio::test]
+async fn unsupported_request_encoding_is_unimplemented() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let res = post(
+            proxy.addr,
+            http,
+            UNARY,
+            echo("br").encode_to_vec(),
+            &[("content-encoding", "br")],
+        )
+        .await;
+        let json = res.error(501, "unimplemented", &format!("{http:?}"));
+        let message = json["message"].as_str().unwrap_or_default();
+        assert!(message.contains("gzip"), "should list supported: {json}");
+    }
+    assert_eq!(backend.state.calls.get(), 0);
+}
+
+#[tokio::test]
+async fn gzip_bomb_and_oversized_body_are_resource_exhausted() {
+    let backend = spawn_backend().await;
+    let yaml = one_upstream_yaml(&backend.url, &["max_message_size: 64KiB"], &[]);
+    let proxy = spawn_proxy_yaml(&yaml).await;
+    // ~1 MiB of zeros is about 1 KiB of gzip: small on the wire, far over the limit inflated.
+    let bomb = gzip(
+        &EchoRequest {
+            payload: vec![0; 1 << 20],
+            ..echo("bomb")
+        }
+        .encode_to_vec(),
+    );
+    assert!(bomb.len() < 64 << 10);
+    let too_big = EchoRequest {
+        payload: vec![1; 100 << 10],
+        ..echo("too big")
+    }
+    .encode_to_vec();
+    for http in HTTP_VERSIONS {
+        let res = post(
+            proxy.addr,
+            http,
+            UNARY,
+            bomb.clone(),
+            &[("content-encoding", "gzip")],
+        )
+        .await;
+        res.error(429, "resource_exhausted", &format!("bomb over {http:?}"));
+        let res = post(proxy.addr, http, UNARY, too_big.clone(), &[]).await;
+        res.error(
+            429,
+            "resource_exhausted",
+            &format!("big body over {http:?}"),
+        );
+        // A response over the limit is refused too.
+        let big_answer = EchoRequest {
+            response_size: 100 << 10,
+            ..echo("big answer")
+        };
+        let res = unary(proxy.addr, http, &big_answer, &[]).await;
+        res.error(
+            429,
+            "resource_exhausted",
+            &format!("big answer over {http:?}"),
+        );
+    }
+    assert_eq!(
+        backend.state.calls.get(),
+        2,
+        "only the big answers were forwarded"
+    );
+    assert_still_serves(proxy.addr).await;
+}
+
+// --- Unary GET -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn get_round_trips_with_vary() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    // 0xfb 0xff 0xfe is `-__-` in URL-safe base64: both URL-only characters.
+    let msg = EchoRequest {
+        payload: vec![0xfb, 0xff, 0xfe],
+        ..echo("get")
+    };
+    let bytes = msg.encode_to_vec();
+    for http in HTTP_VERSIONS {
+        for compression in [None, Some("gzip")] {
+            let case = format!("compression {compression:?} over {http:?}");
+            let payload = match compression {
+                Some(_) => gzip(&bytes),
+                None => bytes.clone(),
+            };
+            let res = get(
+                proxy.addr,
+                http,
+                &get_url(&payload, compression),
+                &[("x-header-a", "h")],
+            )
+            .await;
+            let out = res.ok();
+            assert_eq!(out.message, "get", "{case}");
+            assert_eq!(out.payload, [0xfb, 0xff, 0xfe], "{case}");
+            assert_eq!(res.header("x-header-a"), Some("h"), "{case}");
+            let vary: Vec<String> = res
+                .headers
+                .get_all("vary")
+                .iter()
+                .flat_map(|v| v.to_str().unwrap().split(','))
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect();
+            assert!(
+                vary.iter().any(|v| v == "accept-encoding"),
+                "{case}: vary {vary:?}"
+            );
+        }
+    }
+    // §8.9: padded base64 (percent-encoded '=') is accepted as well.
+    let padded = base64::engine::general_purpose::URL_SAFE.encode(echo("pad").encode_to_vec());
+    let url = format!(
+        "{LOOKUP}?connect=v1&base64=1&encoding=proto&message={}",
+        padded.replace('=', "%3D")
+    );
+    assert_eq!(
+        get(proxy.addr, Http::H1, &url, &[]).await.ok().message,
+        "pad"
+    );
+}
+
+#[tokio::test]
+async fn get_with_json_encoding_is_answered_not_hung() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    // The tonic backend has no JSON codec: only check that the proxy answers in Connect form.
+    let url = format!("{LOOKUP}?connect=v1&encoding=json&message=%7B%22message%22%3A%22hi%22%7D");
+    for http in HTTP_VERSIONS {
+        let res = get(proxy.addr, http, &url, &[]).await;
+        assert_eq!(
+            res.header("content-type"),
+            Some("application/json"),
+            "{http:?}: {res:#?}"
+        );
+        let json: Value = serde_json::from_slice(&res.body).unwrap();
+        if res.status != StatusCode::OK {
+            assert!(json["code"].is_string(), "{http:?}: {json}");
+        }
+    }
+    let sent = backend.state.last_headers();
+    assert_eq!(sent["content-type"], "application/grpc+json");
+}
+
+#[tokio::test]
+async fn malformed_get_queries_are_invalid_argument() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    let good = URL_SAFE_NO_PAD.encode(echo("x").encode_to_vec());
+    let cases = [
+        (
+            "missing message",
+            "connect=v1&base64=1&encoding=proto".to_owned(),
+        ),
+        (
+            "invalid base64",
+            "connect=v1&base64=1&encoding=proto&message=%21%21%21%21".to_owned(),
+        ),
+        (
+            "connect=v2",
+            format!("connect=v2&base64=1&encoding=proto&message={good}"),
+        ),
+        (
+            "missing encoding",
+            format!("connect=v1&base64=1&message={good}"),
+        ),
+    ];
+    for http in HTTP_VERSIONS {
+        for (what, query) in &cases {
+            let case = format!("{what} over {http:?}");
+            let res = get(proxy.addr, http, &format!("{LOOKUP}?{query}"), &[]).await;
+            res.error(400, "invalid_argument", &case);
+        }
+    }
+    assert_eq!(backend.state.calls.get(), 0);
+}
+
+// --- Streams -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn server_stream_delivers_messages_then_end_stream() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        let req = EchoRequest {
+            count: 3,
+            ..echo("s")
+        };
+        let s = stream_call(proxy.addr, http, SERVER_STREAM, frame(&req), &[]).await;
+        let messages = s.ok(&case);
+        assert_eq!(
+            messages.iter().map(|m| m.index).collect::<Vec<_>>(),
+            [0, 1, 2],
+            "{case}"
+        );
+        assert!(messages.iter().all(|m| m.message == "s"), "{case}");
+        // §8.6: success is exactly `{}`.
+        assert_eq!(s.end, json!({}), "{case}");
+        assert!(
+            s.headers.get("content-encoding").is_none(),
+            "{case}: no HTTP compression on streams"
+        );
+
+        // Trailers become end-stream metadata; headers stay headers.
+        let s = stream_call(
+            proxy.addr,
+            http,
+            SERVER_STREAM,
+            frame(&req),
+            &[("x-trailer-a", "v"), ("x-header-b", "w")],
+        )
+        .await;
+        assert_eq!(s.ok(&case).len(), 3);
+        assert_eq!(s.end, json!({"metadata": {"x-trailer-a": ["v"]}}), "{case}");
+        assert_eq!(
+            s.headers.get("x-header-b").map(|v| v.to_str().unwrap()),
+            Some("w"),
+            "{case}"
+        );
+
+        // Zero messages is a valid stream.
+        let s = stream_call(proxy.addr, http, SERVER_STREAM, frame(&echo("none")), &[]).await;
+        assert!(s.ok(&case).is_empty());
+        assert_eq!(s.end, json!({}));
+    }
+}
+
+#[tokio::test]
+async fn server_stream_messages_are_not_buffered() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        let sent_before = backend.state.sent.get();
+        let req = EchoRequest {
+            count: 3,
+            ..echo(GATED)
+        };
+        let reply = Client::connect(proxy.addr, http)
+            .await
+            .send(stream_request(SERVER_STREAM, &[], full(frame(&req))))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{case}");
+        let (status, headers) = (reply.status, reply.headers.clone());
+        let mut envelopes = Envelopes::new(reply.body);
+        // The backend holds the rest of the stream until the gate opens, so the first message
+        // can only arrive here if the proxy forwards it while the stream is still open.
+        let (flag, payload) = envelopes.next().await.expect("first envelope");
+        assert_eq!(flag, 0, "{case}: the first envelope must be a message");
+        let first = EchoResponse::decode(&payload[..]).unwrap();
+        assert_eq!(first.index, 0, "{case}");
+        assert_eq!(backend.state.sent.get(), sent_before + 1, "{case}");
+        backend.state.open_gate(2);
+        let s = finish_stream(status, headers, &mut envelopes, vec![first]).await;
+        assert_eq!(s.ok(&case).len(), 3, "{case}");
+        assert_eq!(s.end, json!({}));
+    }
+}
+
+#[tokio::test]
+async fn stream_error_after_messages_is_in_the_end_stream() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        let req = EchoRequest {
+            count: 2,
+            ..failing(Code::Unavailable, "overloaded", true)
+        };
+        let s = stream_call(
+            proxy.addr,
+            http,
+            SERVER_STREAM,
+            frame(&req),
+            &[("x-trailer-cost", "237")],
+        )
+        .await;
+        assert_eq!(s.messages.len(), 2, "{case}");
+        let error = s.error("unavailable", &case);
+        assert_eq!(error["message"], "overloaded", "{case}");
+        assert_bad_request_detail(error, &case);
+        assert_eq!(
+            s.end["metadata"],
+            json!({"x-trailer-cost": ["237"]}),
+            "{case}: {}",
+            s.end
+        );
+    }
+}
+
+#[tokio::test]
+async fn stream_error_before_any_message_is_http_200() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        for (code, name) in [
+            (Code::NotFound, "not_found"),
+            (Code::PermissionDenied, "permission_denied"),
+            (Code::Internal, "internal"),
+        ] {
+            let case = format!("{code:?} over {http:?}");
+            let s = stream_call(
+                proxy.addr,
+                http,
+                SERVER_STREAM,
+                frame(&failing(code, "nope", false)),
+                &[("x-trailer-a", "v")],
+            )
+            .await;
+            assert!(s.messages.is_empty(), "{case}");
+            assert_eq!(s.error(name, &case)["message"], "nope", "{case}");
+            // §8.12: Trailers-Only metadata goes to the end-stream metadata or the headers.
+            let in_end = s.end["metadata"]["x-trailer-a"] == json!(["v"]);
+            let in_headers = s.headers.get("x-trailer-a").is_some_and(|v| v == "v");
+            assert!(in_end || in_headers, "{case}: metadata lost: {s:#?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_stream_joins_messages() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        let mut client = Client::connect(proxy.addr, http).await;
+        let (tx, body) = streaming_body();
+        let req = stream_request(CLIENT_STREAM, &[], body);
+        let call = tokio::spawn(async move { read_stream(client.send(req).await).await });
+        for m in ["a", "b", "c"] {
+            tx.send(frame(&EchoRequest {
+                payload: vec![1; 10],
+                ..echo(m)
+            }))
+            .await;
+        }
+        drop(tx);
+        let s = guard("client stream", call).await.unwrap();
+        let messages = s.ok(&case);
+        assert_eq!(messages.len(), 1, "{case}");
+        assert_eq!(messages[0].message, "a,b,c", "{case}");
+        assert_eq!(messages[0].payload.len(), 30, "{case}");
+        assert_eq!(s.end, json!({}));
+    }
+}
+
+#[tokio::test]
+async fn bidi_over_http2_answers_each_message_as_it_arrives() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    let mut client = Client::connect(proxy.addr, Http::H2).await;
+    let (tx, body) = streaming_body();
+    let req = stream_request(BIDI, &[("x-trailer-z", "end")], body);
+    let head = tokio::spawn(async move { client.send(req).await });
+    // Each answer is read before the next request message is written: full duplex.
+    tx.send(frame(&echo("one"))).await;
+    let reply = guard("bidi response head", head).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let (status, headers) = (reply.status, reply.headers.clone());
+    let mut envelopes = Envelopes::new(reply.body);
+    let mut got = Vec::new();
+    for (i, m) in ["one", "two", "three"].into_iter().enumerate() {
+        if i > 0 {
+            tx.send(frame(&echo(m))).await;
+        }
+        let (flag, payload) = envelopes.next().await.expect("bidi answer");
+        assert_eq!(flag, 0);
+        let res = EchoResponse::decode(&payload[..]).unwrap();
+        assert_eq!((res.message.as_str(), res.index), (m, i as u32));
+        got.push(res);
+    }
+    drop(tx);
+    let s = finish_stream(status, headers, &mut envelopes, got).await;
+    assert_eq!(s.ok("bidi").len(), 3);
+    assert_eq!(s.end, json!({"metadata": {"x-trailer-z": ["end"]}}));
+}
+
+#[tokio::test]
+async fn compressed_request_envelopes() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        // Compressed and uncompressed envelopes may mix (§5).
+        let mut body = Vec::new();
+        body.extend_from_slice(&frame_with_flag(
+            COMPRESSED,
+            &gzip(&echo("zipped").encode_to_vec()),
+        ));
+        body.extend_from_slice(&frame(&echo("plain")));
+        body.extend_from_slice(&frame_with_flag(
+            COMPRESSED,
+            &gzip(
+                &EchoRequest {
+                    payload: vec![3; 4000],
+                    ..echo("big")
+                }
+                .encode_to_vec(),
+            ),
+        ));
+        let s = stream_call(
+            proxy.addr,
+            http,
+            CLIENT_STREAM,
+            body,
+            &[("connect-content-encoding", "gzip")],
+        )
+        .await;
+        let messages = s.ok(&case);
+        assert_eq!(messages.len(), 1, "{case}");
+        assert_eq!(messages[0].message, "zipped,plain,big", "{case}");
+        assert_eq!(messages[0].payload.len(), 4000, "{case}");
+
+        let s = stream_call(
+            proxy.addr,
+            http,
+            CLIENT_STREAM,
+            frame(&echo("x")),
+            &[("connect-content-encoding", "br")],
+        )
+        .await;
+        s.error("unimplemented", &format!("br over {http:?}"));
+        assert!(s.messages.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn malformed_request_envelopes_are_invalid_argument() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    let msg = EchoRequest {
+        count: 1,
+        ..echo("m")
+    };
+    let whole = frame(&msg);
+    let cases: [(&str, Vec<u8>); 3] = [
+        (
+            "end-stream flag in a request",
+            frame_with_flag(END_STREAM, &msg.encode_to_vec()).to_vec(),
+        ),
+        ("truncated envelope", whole[..whole.len() - 1].to_vec()),
+        ("truncated header", whole[..3].to_vec()),
+    ];
+    for http in HTTP_VERSIONS {
+        for (what, body) in &cases {
+            let case = format!("{what} over {http:?}");
+            let s = stream_call(proxy.addr, http, SERVER_STREAM, body.clone(), &[]).await;
+            s.error("invalid_argument", &case);
+            assert!(s.messages.is_empty(), "{case}: {s:#?}");
+        }
+    }
+    assert_still_serves(proxy.addr).await;
+}
+
+#[tokio::test]
+async fn stream_deadline_is_deadline_exceeded_in_the_end_stream() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let req = EchoRequest {
+            count: 1,
+            delay_ms: 2000,
+            ..echo("slow")
+        };
+        let s = stream_call(
+            proxy.addr,
+            http,
+            SERVER_STREAM,
+            frame(&req),
+            &[("connect-timeout-ms", "200")],
+        )
+        .await;
+        s.error("deadline_exceeded", &format!("{http:?}"));
+        assert!(s.messages.is_empty());
+    }
+}
+
+// --- Routing, rejection, upstream failures, CORS -------------------------------------------
+
+#[tokio::test]
+async fn call_without_route_is_404_unimplemented() {
+    let backend = spawn_backend().await;
+    let yaml = format!(
+        r#"
+listeners:
+  - address: 127.0.0.1:0
+upstreams:
+  - name: backend
+    endpoints: ["{}"]
+routes:
+  - match: {{ method: {UNARY} }}
+    upstream: backend
+"#,
+        backend.url
+    );
+    let proxy = spawn_proxy_yaml(&yaml).await;
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        let res = post(proxy.addr, http, LOOKUP, echo("x").encode_to_vec(), &[]).await;
+        res.error(404, "unimplemented", &case);
+        let res = get(
+            proxy.addr,
+            http,
+            &get_url(&echo("x").encode_to_vec(), None),
+            &[],
+        )
+        .await;
+        res.error(404, "unimplemented", &format!("GET over {http:?}"));
+        // The routed method works.
+        assert_eq!(
+            unary(proxy.addr, http, &echo("routed"), &[])
+                .await
+                .ok()
+                .message,
+            "routed"
+        );
+    }
+    assert_eq!(backend.state.calls.get(), 2);
+}
+
+#[tokio::test]
+async fn unsupported_content_types_and_methods_are_rejected() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    let body = echo("x").encode_to_vec();
+    let cases = [
+        (Method::POST, "application/connect+xml", 415),
+        (Method::POST, "application/xml", 415),
+        (Method::PUT, PROTO, 405),
+        (Method::DELETE, CONNECT_PROTO, 405),
+    ];
+    for http in HTTP_VERSIONS {
+        for (method, ct, status) in &cases {
+            let case = format!("{method} {ct} over {http:?}");
+            let req = request(
+                method.clone(),
+                UNARY,
+                Some(ct),
+                &[("connect-protocol-version", "1")],
+                full(body.clone()),
+            );
+            let res = send(proxy.addr, http, req).await;
+            assert_eq!(res.status.as_u16(), *status, "{case}: {res:#?}");
+            if *status == 405 {
+                assert_eq!(res.header("allow"), Some("POST"), "{case}");
+            }
+        }
+    }
+    assert_eq!(backend.state.calls.get(), 0);
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_unavailable_and_named() {
+    let proxy = spawn_proxy_yaml(&closed_upstream_yaml()).await;
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        let res = unary(proxy.addr, http, &echo("x"), &[]).await;
+        let json = res.error(503, "unavailable", &case);
+        assert!(
+            json["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("closed-backend")),
+            "{case}: message should name the upstream: {json}"
+        );
+        let req = EchoRequest {
+            count: 1,
+            ..echo("x")
+        };
+        let s = stream_call(proxy.addr, http, SERVER_STREAM, frame(&req), &[]).await;
+        let error = s.error("unavailable", &case);
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("closed-backend")),
+            "{case}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cors_preflight_and_exposed_trailer_headers() {
+    const APP: &str = "https://app.example.com";
+    const REQUESTED: &str = "content-type,connect-protocol-version,connect-timeout-ms";
+    let backend = spawn_backend().await;
+    let yaml =
+        one_upstream_yaml(&backend.url, &[], &[]).replace("[\"*\"]", &format!("[\"{APP}\"]"));
+    let proxy = spawn_proxy_yaml(&yaml).await;
+    let list = |headers: &HeaderMap, name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap().split(','))
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        let calls_before = backend.state.calls.get();
+        for method in ["POST", "GET"] {
+            let req = request(
+                Method::OPTIONS,
+                UNARY,
+                None,
+                &[
+                    ("origin", APP),
+                    ("access-control-request-method", method),
+                    ("access-control-request-headers", REQUESTED),
+                ],
+                empty(),
+            );
+            let res = send(proxy.addr, http, req).await;
+            assert_eq!(res.status, StatusCode::NO_CONTENT, "{case}: {res:#?}");
+            assert_eq!(
+                res.header("access-control-allow-origin"),
+                Some(APP),
+                "{case}"
+            );
+            let allowed = list(&res.headers, "access-control-allow-headers");
+            for name in REQUESTED.split(',') {
+                assert!(
+                    allowed.iter().any(|a| a == name || a == "*"),
+                    "{case}: {name} not allowed by {allowed:?}"
+                );
+            }
+            let methods = list(&res.headers, "access-control-allow-methods");
+            assert!(
+                methods.iter().any(|m| m == &method.to_ascii_lowercase()),
+                "{case}"
+            );
+        }
+        assert_eq!(
+            backend.state.calls.get(),
+            calls_before,
+            "preflights never reach the backend"
+        );
+
+        let res = unary(
+            proxy.addr,
+            http,
+            &echo("cors"),
+            &[("origin", APP), ("x-trailer-a", "t"), ("x-header-b", "h")],
+        )
+        .await;
+        assert_eq!(res.ok().message, "cors");
+        assert_eq!(
+            res.header("access-control-allow-origin"),
+            Some(APP),
+            "{case}"
+        );
+        let exposed = list(&res.headers, "access-control-expose-headers");
+        for name in ["trailer-x-trailer-a", "x-header-b"] {
+            assert!(
+                exposed.iter().any(|e| e == name),
+                "{case}: {name} not exposed in {exposed:?}"
+            );
+        }
+        // Errors made by the proxy carry CORS headers too.
+        let res = post(
+            proxy.addr,
+            http,
+            UNARY,
+            Bytes::new(),
+            &[("origin", APP), ("connect-timeout-ms", "abc")],
+        )
+        .await;
+        res.error(400, "invalid_argument", &case);
+        assert_eq!(
+            res.header("access-control-allow-origin"),
+            Some(APP),
+            "{case}"
+        );
+    }
+}

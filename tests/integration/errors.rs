@@ -239,6 +239,61 @@ async fn messages_over_the_size_limit_are_resource_exhausted() {
     }
 }
 
+#[tokio::test]
+async fn upstream_connection_loss_mid_stream_ends_with_unavailable() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for ct in [GRPC_WEB_PROTO, GRPC_WEB_TEXT] {
+        let msg = EchoRequest {
+            count: 5,
+            ..echo(GATED)
+        };
+        let mut client = Client::connect(proxy.addr, Http::H1).await;
+        let mut stream = client
+            .send(web_request(SERVER_STREAM, ct, &frame(&msg)))
+            .await
+            .web_stream();
+        assert_eq!(stream.next_message().await.index, 0, "{ct}");
+        backend.state.kill_connections();
+        // The caller still gets a proper end: the message it had, then a status.
+        let reply = stream.finish().await;
+        assert_code(
+            &reply,
+            Code::Unavailable,
+            &format!("{ct}: backend died mid-stream"),
+        );
+        assert_eq!(reply.messages.len(), 1, "{ct}");
+        assert_still_serves(proxy.addr).await;
+    }
+}
+
+#[tokio::test]
+async fn upstream_connection_loss_during_unary_is_unavailable() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for (i, http) in HTTP_VERSIONS.into_iter().enumerate() {
+        let addr = proxy.addr;
+        let call =
+            tokio::spawn(
+                async move { web_call(addr, http, GRPC_WEB_PROTO, UNARY, &slow(), &[]).await },
+            );
+        // Every earlier call (assert_still_serves makes two) has finished.
+        let before = i * 3;
+        assert!(
+            backend.state.calls.reaches(before + 1, GUARD).await,
+            "{http:?}: the call never reached the backend"
+        );
+        backend.state.kill_connections();
+        let reply = guard("call after backend died", call).await.unwrap();
+        assert_code(
+            &reply,
+            Code::Unavailable,
+            &format!("{http:?}: backend died"),
+        );
+        assert_still_serves(proxy.addr).await;
+    }
+}
+
 // --- Backend errors pass through ----------------------------------------------------------
 
 #[tokio::test]
@@ -266,6 +321,10 @@ async fn backend_error_code_and_message_pass_through() {
                 assert!(
                     raw.bytes().all(|b| (0x20..=0x7e).contains(&b)),
                     "{case}: grpc-message must be percent-encoded: {raw:?}"
+                );
+                assert!(
+                    raw.contains("100%25"),
+                    "{case}: a literal '%' must be sent as %25: {raw:?}"
                 );
             }
         }
@@ -318,6 +377,53 @@ async fn backend_error_metadata_lands_in_the_trailer_frame() {
             reply.trailer("x-header-a") == Some("1") || reply.header("x-header-a") == Some("1"),
             "{ct}: x-header-a lost: {reply:#?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn trailer_frame_carries_no_http_protocol_headers() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    // PROTOCOLS.md §1.9: HTTP-level fields of the upstream response (hyper's backend adds
+    // `date`) are not metadata; a Trailers-Only block must be filtered before it becomes the
+    // trailer frame.
+    let protocol = [
+        "content-type",
+        "content-length",
+        "date",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "trailer",
+        "grpc-encoding",
+        "grpc-accept-encoding",
+        "grpc-timeout",
+    ];
+    let ok_stream = EchoRequest {
+        count: 1,
+        ..echo("s")
+    };
+    let cases = [
+        (
+            "trailers-only error",
+            UNARY,
+            failing(Code::NotFound, "gone", false),
+        ),
+        ("ok unary", UNARY, echo("u")),
+        ("ok stream", SERVER_STREAM, ok_stream),
+    ];
+    for (case, path, msg) in cases {
+        let reply = web_call(proxy.addr, Http::H1, GRPC_WEB_PROTO, path, &msg, &[]).await;
+        let trailers = reply
+            .trailers
+            .as_ref()
+            .unwrap_or_else(|| panic!("{case}: no trailer frame"));
+        for (name, value) in &trailers.0 {
+            assert!(
+                !protocol.contains(&name.as_str()),
+                "{case}: trailer frame carries the protocol header {name}: {value}"
+            );
+        }
     }
 }
 

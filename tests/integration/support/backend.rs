@@ -52,6 +52,12 @@ impl Counter {
         *self.0.borrow()
     }
 
+    /// Waits (without limit) until the count reaches `n`.
+    pub(crate) async fn until(&self, n: usize) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|v| *v >= n).await;
+    }
+
     /// Waits until the count reaches `n`; false if that takes longer than `limit`.
     pub(crate) async fn reaches(&self, n: usize, limit: Duration) -> bool {
         let mut rx = self.0.subscribe();
@@ -77,6 +83,8 @@ pub(crate) struct BackendState {
     pub(crate) gate: Semaphore,
     /// Headers of the most recent request.
     pub(crate) last_headers: Mutex<Option<HeaderMap>>,
+    /// Bumped by [`BackendState::kill_connections`].
+    kills: Counter,
 }
 
 impl Default for BackendState {
@@ -88,6 +96,7 @@ impl Default for BackendState {
             cancellations: Counter::default(),
             gate: Semaphore::new(0),
             last_headers: Mutex::new(None),
+            kills: Counter::default(),
         }
     }
 }
@@ -100,6 +109,12 @@ impl BackendState {
             .unwrap()
             .clone()
             .expect("the backend has received no request")
+    }
+
+    /// Closes every open connection at once (TCP close, no GOAWAY), as a crashing backend
+    /// would. Connections accepted afterwards are served normally.
+    pub(crate) fn kill_connections(&self) {
+        self.kills.incr();
     }
 
     /// Lets gated streams send `n` more messages.
@@ -157,20 +172,29 @@ async fn accept_loop(
         let svc = svc.clone();
         let state = state.clone();
         let tls = tls.clone();
+        let generation = state.kills.get();
         tokio::spawn(async move {
+            let killed = state.clone();
             let service = service_fn(move |req| handle(req, svc.clone(), state.clone()));
             let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            let _ = match tls {
-                None => builder.serve_connection(TokioIo::new(tcp), service).await,
-                Some(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(stream) => {
-                        builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await
-                    }
-                    Err(_) => return,
-                },
+            let serve = async move {
+                let _ = match tls {
+                    None => builder.serve_connection(TokioIo::new(tcp), service).await,
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(stream) => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Err(_) => return,
+                    },
+                };
             };
+            // Dropping the connection future closes the socket.
+            tokio::select! {
+                () = serve => {}
+                () = killed.kills.until(generation + 1) => {}
+            }
         });
     }
 }
