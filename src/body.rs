@@ -40,6 +40,9 @@ pub(crate) fn empty() -> BoxBody {
         .boxed_unsync()
 }
 
+/// Rewrites one message on its way through (JSON ⇄ protobuf transcoding).
+pub(crate) type Transform = Arc<dyn Fn(&[u8]) -> Result<Bytes, Status> + Send + Sync>;
+
 /// Where a request body that fails records why, so the response side reports that status
 /// instead of the upstream reset it causes.
 pub(crate) type FailureSlot = Arc<OnceLock<Status>>;
@@ -49,12 +52,51 @@ pub(crate) type FailureSlot = Arc<OnceLock<Status>>;
 struct RequestFailed(Status);
 
 /// The caller's request body on its way upstream: text mode decoded, frames checked.
+/// Message-level rewriting of a frame stream: whole frames are decoded, decompressed with
+/// `encoding` when flagged, transformed, and forwarded uncompressed.
+struct Recode {
+    decoder: FrameDecoder,
+    encoding: Encoding,
+    transform: Option<Transform>,
+    limit: usize,
+}
+
+impl Recode {
+    fn new(limit: usize, encoding: Encoding, transform: Option<Transform>) -> Recode {
+        Recode {
+            decoder: FrameDecoder::new(limit),
+            encoding,
+            transform,
+            limit,
+        }
+    }
+
+    /// Every whole frame in `data` (plus what was buffered), rewritten.
+    fn push(&mut self, data: &[u8], on_error: fn(&FrameError) -> Status) -> Result<Bytes, Status> {
+        self.decoder.push(data);
+        let mut out = BytesMut::new();
+        while let Some(f) = self.decoder.next_frame().map_err(|e| on_error(&e))? {
+            let mut payload = if f.flags & FLAG_COMPRESSED != 0 {
+                compression::decompress(self.encoding, &f.payload, self.limit)?
+            } else {
+                f.payload
+            };
+            if let Some(t) = &self.transform {
+                payload = t(&payload)?;
+            }
+            out.extend_from_slice(&frame::header(0, payload.len()));
+            out.extend_from_slice(&payload);
+        }
+        Ok(out.freeze())
+    }
+}
+
 pub(crate) struct RequestBody {
     inner: Incoming,
     text: Option<TextDecoder>,
     scanner: FrameScanner,
-    /// Set when request messages arrive compressed and must be forwarded uncompressed.
-    recode: Option<(FrameDecoder, Encoding)>,
+    /// Set when request messages are rewritten: decompressed and/or transformed.
+    recode: Option<Recode>,
     failure: FailureSlot,
     done: bool,
 }
@@ -77,36 +119,11 @@ impl RequestBody {
         }
     }
 
-    /// Like [`RequestBody::new`] for binary bodies whose compressed messages (flag 1, in
-    /// `encoding`) are decompressed, within the limit, and forwarded uncompressed.
-    pub(crate) fn decompressing(
-        inner: Incoming,
-        encoding: Encoding,
-        limit: usize,
-        failure: FailureSlot,
-    ) -> RequestBody {
-        let mut body = RequestBody::new(inner, false, limit, failure);
-        body.recode = Some((FrameDecoder::new(limit), encoding));
-        body
-    }
-
-    /// Whole frames re-encoded without compression.
-    fn recode(&mut self, data: &[u8]) -> Result<Bytes, Status> {
-        let Some((decoder, encoding)) = self.recode.as_mut() else {
-            return Ok(Bytes::copy_from_slice(data));
-        };
-        decoder.push(data);
-        let mut out = BytesMut::new();
-        while let Some(f) = decoder.next_frame().map_err(|e| request_frame_status(&e))? {
-            let payload = if f.flags & FLAG_COMPRESSED != 0 {
-                compression::decompress(*encoding, &f.payload, self.scanner.limit())?
-            } else {
-                f.payload
-            };
-            out.extend_from_slice(&frame::header(0, payload.len()));
-            out.extend_from_slice(&payload);
-        }
-        Ok(out.freeze())
+    /// Rewrites each request message: decompressed from `encoding` when flagged, then passed
+    /// through `transform`, and forwarded uncompressed.
+    pub(crate) fn recoding(mut self, encoding: Encoding, transform: Option<Transform>) -> RequestBody {
+        self.recode = Some(Recode::new(self.scanner.limit(), encoding, transform));
+        self
     }
 
     fn fail(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -159,8 +176,8 @@ impl Body for RequestBody {
                     if let Err(e) = this.scanner.scan(&data) {
                         return this.fail(request_frame_status(&e));
                     }
-                    if this.recode.is_some() {
-                        match this.recode(&data) {
+                    if let Some(recode) = this.recode.as_mut() {
+                        match recode.push(&data, request_frame_status) {
                             Ok(d) if d.is_empty() => continue,
                             Ok(d) => data = d,
                             Err(status) => return this.fail(status),
@@ -265,6 +282,7 @@ pub(crate) struct GrpcStream {
     failure: FailureSlot,
     upstream: Arc<str>,
     pending_end: Option<End>,
+    recode: Option<Recode>,
 }
 
 impl GrpcStream {
@@ -285,7 +303,16 @@ impl GrpcStream {
             failure,
             upstream,
             pending_end: None,
+            recode: None,
         }
+    }
+
+    /// Rewrites each response message: decompressed from `encoding` when flagged, passed
+    /// through `transform`, and delivered uncompressed.
+    #[allow(dead_code)] // used by JSON transcoding
+    pub(crate) fn transforming(mut self, encoding: Encoding, transform: Transform) -> GrpcStream {
+        self.recode = Some(Recode::new(self.scanner.limit(), encoding, Some(transform)));
+        self
     }
 
     /// A stream that is already over.
@@ -298,6 +325,7 @@ impl GrpcStream {
             failure: Arc::new(OnceLock::new()),
             upstream: Arc::from(""),
             pending_end: Some(end),
+            recode: None,
         }
     }
 
@@ -307,6 +335,18 @@ impl GrpcStream {
         self._guard = None;
         self.deadline = None;
         Poll::Ready(Some(Event::End(end)))
+    }
+
+    fn response_frame_status(&self, e: &FrameError) -> Status {
+        match e {
+            FrameError::TooLarge { .. } => {
+                Status::new(Code::ResourceExhausted, format!("response {e}"))
+            }
+            _ => Status::new(
+                Code::Internal,
+                format!("upstream {:?} sent a malformed frame: {e}", self.upstream),
+            ),
+        }
     }
 
     fn failure_or(&self, status: Status) -> End {
@@ -328,18 +368,28 @@ impl GrpcStream {
         }
         match ready!(Pin::new(body).poll_frame(cx)) {
             Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if self.recode.is_some() => {
+                    if let Err(e) = self.scanner.scan(&data) {
+                        return self.finish(End::status(self.response_frame_status(&e)));
+                    }
+                    let rewritten = self
+                        .recode
+                        .as_mut()
+                        .map(|r| r.push(&data, |e| Status::new(Code::Internal, e.to_string())));
+                    match rewritten {
+                        Some(Ok(out)) if out.is_empty() => {
+                            // No whole message yet: ask for more.
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                        Some(Ok(out)) => Poll::Ready(Some(Event::Data(out))),
+                        Some(Err(status)) => self.finish(End::status(status)),
+                        None => Poll::Ready(Some(Event::Data(data))),
+                    }
+                }
                 Ok(data) => {
                     if let Err(e) = self.scanner.scan(&data) {
-                        let status = match e {
-                            FrameError::TooLarge { .. } => {
-                                Status::new(Code::ResourceExhausted, format!("response {e}"))
-                            }
-                            _ => Status::new(
-                                Code::Internal,
-                                format!("upstream {:?} sent a malformed frame: {e}", self.upstream),
-                            ),
-                        };
-                        return self.finish(End::status(status));
+                        return self.finish(End::status(self.response_frame_status(&e)));
                     }
                     Poll::Ready(Some(Event::Data(data)))
                 }

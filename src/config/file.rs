@@ -59,6 +59,23 @@ pub(super) struct Upstream {
     pub(super) max_message_size: Option<Size>,
     #[serde(default)]
     pub(super) tls: Option<ClientTls>,
+    #[serde(default)]
+    pub(super) json: Option<Json>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Json {
+    #[serde(default)]
+    pub(super) descriptors: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) reflection: bool,
+    #[serde(default)]
+    pub(super) refresh: Option<Dur>,
+    #[serde(default)]
+    pub(super) passthrough: bool,
+    #[serde(default)]
+    pub(super) ignore_unknown_fields: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +97,8 @@ pub(super) struct Route {
     pub(super) timeout: Option<Dur>,
     #[serde(default)]
     pub(super) max_message_size: Option<Size>,
+    #[serde(default)]
+    pub(super) descriptors: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -125,6 +125,38 @@ pub struct Upstream {
     pub ca: Option<PathBuf>,
     /// TLS server name to verify instead of the endpoint's host.
     pub server_name: Option<String>,
+    /// How JSON callers reach this upstream.
+    pub json: JsonConfig,
+}
+
+/// Where the schemas for JSON transcoding come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonConfig {
+    /// A descriptor set file (`protoc --include_imports --descriptor_set_out`, `buf build -o`).
+    pub descriptors: Option<PathBuf>,
+    /// Fetch descriptors from the upstream's server reflection.
+    pub reflection: bool,
+    /// How often reflection descriptors are fetched again.
+    pub refresh: Duration,
+    /// Send JSON unchanged as `application/grpc+json` (the backend has a JSON codec).
+    pub passthrough: bool,
+    /// Accept JSON fields the schema does not know instead of rejecting the call.
+    pub ignore_unknown_fields: bool,
+}
+
+/// The default reflection refresh interval.
+pub const DEFAULT_REFLECTION_REFRESH: Duration = Duration::from_secs(300);
+
+impl Default for JsonConfig {
+    fn default() -> JsonConfig {
+        JsonConfig {
+            descriptors: None,
+            reflection: false,
+            refresh: DEFAULT_REFLECTION_REFRESH,
+            passthrough: false,
+            ignore_unknown_fields: false,
+        }
+    }
 }
 
 /// One backend address.
@@ -195,6 +227,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Overrides the upstream's limit.
     pub max_message_size: Option<usize>,
+    /// A descriptor set for JSON transcoding of this route's calls (overrides the upstream's).
+    pub descriptors: Option<PathBuf>,
 }
 
 impl Config {
@@ -254,6 +288,7 @@ impl Config {
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
                 ca: None,
                 server_name: None,
+                json: JsonConfig::default(),
             })],
             routes: vec![Route {
                 kind: MatchKind::Prefix("/".to_owned()),
@@ -261,6 +296,7 @@ impl Config {
                 upstream: 0,
                 timeout: None,
                 max_message_size: None,
+                descriptors: None,
             }],
             assets: None,
         })
@@ -277,9 +313,26 @@ impl Config {
         for u in &self.upstreams {
             crate::upstream::tls::client_config(u.ca.as_deref())
                 .map_err(|e| format!("upstream {:?}: {e}", u.name))?;
+            if let Some(path) = &u.json.descriptors {
+                load_descriptors(path).map_err(|e| format!("upstream {:?}: json.descriptors: {e}", u.name))?;
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if let Some(path) = &r.descriptors {
+                load_descriptors(path).map_err(|e| format!("routes[{i}].descriptors: {e}"))?;
+            }
         }
         Ok(())
     }
+}
+
+/// Reads a descriptor set file and checks that it parses.
+pub fn load_descriptors(path: &Path) -> Result<Vec<u8>, String> {
+    use prost::Message as _;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    prost_types::FileDescriptorSet::decode(bytes.as_slice())
+        .map_err(|e| format!("{} is not a descriptor set: {e}", path.display()))?;
+    Ok(bytes)
 }
 
 fn origins(list: Vec<String>) -> Result<AllowOrigins, String> {
@@ -395,6 +448,25 @@ impl Validator<'_> {
                 ca: None,
                 server_name: None,
             });
+            let json = match u.json {
+                None => JsonConfig::default(),
+                Some(j) => {
+                    if j.passthrough && (j.descriptors.is_some() || j.reflection) {
+                        return Err(self.error(
+                            key("json"),
+                            Some("passthrough"),
+                            "passthrough sends JSON unchanged, so it cannot be combined with descriptors or reflection".into(),
+                        ));
+                    }
+                    JsonConfig {
+                        descriptors: j.descriptors,
+                        reflection: j.reflection,
+                        refresh: j.refresh.map_or(DEFAULT_REFLECTION_REFRESH, |d| d.0),
+                        passthrough: j.passthrough,
+                        ignore_unknown_fields: j.ignore_unknown_fields,
+                    }
+                }
+            };
             upstreams.push(Arc::new(Upstream {
                 name: u.name,
                 endpoints,
@@ -402,6 +474,7 @@ impl Validator<'_> {
                 max_message_size: size,
                 ca: tls.ca,
                 server_name: tls.server_name,
+                json,
             }));
         }
         if upstreams.is_empty() {
@@ -480,6 +553,7 @@ impl Validator<'_> {
                 upstream,
                 timeout: r.timeout.map(|d| d.0),
                 max_message_size: r.max_message_size.map(|s| s.0),
+                descriptors: r.descriptors,
             });
         }
         if routes.is_empty() {

@@ -264,9 +264,8 @@ async fn stream(call: Call, mode: Mode, req: Request<Incoming>) -> Response<BoxB
     );
     let body = match encoding {
         Encoding::Identity => RequestBody::new(body, false, call.limit, call.failure.clone()),
-        Encoding::Gzip => {
-            RequestBody::decompressing(body, Encoding::Gzip, call.limit, call.failure.clone())
-        }
+        Encoding::Gzip => RequestBody::new(body, false, call.limit, call.failure.clone())
+            .recoding(Encoding::Gzip, None),
     };
     let reply = call
         .start(upstream_request(

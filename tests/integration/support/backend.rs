@@ -153,6 +153,12 @@ pub(crate) async fn spawn_backend_with(tls: Option<tokio_rustls::TlsAcceptor>) -
     }
 }
 
+/// Serves the test backend (h2c) on `listener` until the task is dropped; used by
+/// `cargo run --example test-backend`.
+pub(crate) async fn serve(listener: TcpListener) {
+    accept_loop(listener, None, Arc::default()).await;
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,

@@ -46,7 +46,7 @@ pub(crate) const SERVER_STREAM: &str = "/switchboard.testing.v1.TestService/Serv
 pub(crate) const CLIENT_STREAM: &str = "/switchboard.testing.v1.TestService/ClientStream";
 pub(crate) const BIDI: &str = "/switchboard.testing.v1.TestService/Bidi";
 
-/// gRPC-Web content types carrying protobuf.
+/// gRPC-Web request content types.
 pub(crate) const GRPC_WEB: &str = "application/grpc-web";
 pub(crate) const GRPC_WEB_PROTO: &str = "application/grpc-web+proto";
 pub(crate) const GRPC_WEB_JSON: &str = "application/grpc-web+json";
