@@ -121,7 +121,11 @@ impl RequestBody {
 
     /// Rewrites each request message: decompressed from `encoding` when flagged, then passed
     /// through `transform`, and forwarded uncompressed.
-    pub(crate) fn recoding(mut self, encoding: Encoding, transform: Option<Transform>) -> RequestBody {
+    pub(crate) fn recoding(
+        mut self,
+        encoding: Encoding,
+        transform: Option<Transform>,
+    ) -> RequestBody {
         self.recode = Some(Recode::new(self.scanner.limit(), encoding, transform));
         self
     }
