@@ -8,6 +8,8 @@ use crate::config::{Config, MatchKind};
 /// What a matched route says about a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Target {
+    /// Index of the route.
+    pub(crate) route: usize,
     /// Index of the upstream.
     pub(crate) upstream: usize,
     /// Cap on the call duration.
@@ -34,12 +36,14 @@ impl RouteTable {
         let entries = config
             .routes
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(route, r)| {
                 let up = &config.upstreams[r.upstream];
                 Entry {
                     kind: r.kind.clone(),
                     host: r.host.clone(),
                     target: Target {
+                        route,
                         upstream: r.upstream,
                         timeout: r.timeout.or(up.timeout),
                         max_message_size: r.max_message_size.unwrap_or(up.max_message_size),

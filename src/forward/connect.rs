@@ -4,6 +4,7 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -14,11 +15,13 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 
 use super::call::{upstream_request, Call, Reply};
+use super::Json;
 use crate::body::{self, BoxBody, BoxError, End, Event, GrpcStream, RequestBody};
 use crate::protocol::compression::{self, Encoding};
 use crate::protocol::connect::{self, error, get, Kind, Mode, FLAG_END_STREAM};
 use crate::protocol::grpc::frame::{self, FrameDecoder, FLAG_COMPRESSED};
 use crate::protocol::grpc::{Code, Status, CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO};
+use crate::protocol::json::Method;
 use crate::protocol::Codec;
 
 /// Unary responses smaller than this are not compressed.
@@ -26,11 +29,17 @@ const COMPRESS_MIN_BYTES: usize = 1024;
 /// Longest GET URL accepted; longer ones get 414 URI Too Long (clients should POST instead).
 const MAX_GET_URL: usize = 48 << 10;
 
-/// Forwards one Connect call.
-pub(crate) async fn forward(call: Call, mode: Mode, req: Request<Incoming>) -> Response<BoxBody> {
+/// Forwards one Connect call; `json` says how JSON messages are handled.
+pub(crate) async fn forward(
+    call: Call,
+    mode: Mode,
+    json: Option<Json>,
+    req: Request<Incoming>,
+) -> Response<BoxBody> {
+    let transcode = json.as_ref().and_then(Json::method);
     match mode.kind {
-        Kind::Stream => stream(call, mode, req).await,
-        Kind::Unary | Kind::Get => unary(call, mode, req).await,
+        Kind::Stream => stream(call, mode, transcode, req).await,
+        Kind::Unary | Kind::Get => unary(call, mode, transcode, req).await,
     }
 }
 
@@ -50,10 +59,11 @@ pub(crate) fn early_error(mode: Mode, status: Status) -> Response<BoxBody> {
     }
 }
 
-fn grpc_content_type(codec: Codec) -> HeaderValue {
-    HeaderValue::from_static(match codec {
-        Codec::Proto => CONTENT_TYPE_PROTO,
-        Codec::Json => CONTENT_TYPE_JSON,
+/// The upstream content type: JSON only when it is passed through.
+fn grpc_content_type(codec: Codec, transcode: Option<(&Method, bool)>) -> HeaderValue {
+    HeaderValue::from_static(match (codec, transcode) {
+        (Codec::Json, None) => CONTENT_TYPE_JSON,
+        _ => CONTENT_TYPE_PROTO,
     })
 }
 
@@ -64,7 +74,12 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-async fn unary(call: Call, mut mode: Mode, req: Request<Incoming>) -> Response<BoxBody> {
+async fn unary(
+    call: Call,
+    mut mode: Mode,
+    transcode: Option<(&Method, bool)>,
+    req: Request<Incoming>,
+) -> Response<BoxBody> {
     let (parts, body) = req.into_parts();
     let client_gzip = Encoding::accepts_gzip(header_str(&parts.headers, "accept-encoding"));
     let url_len = parts.uri.path().len() + parts.uri.query().map_or(0, str::len);
@@ -81,7 +96,15 @@ async fn unary(call: Call, mut mode: Mode, req: Request<Incoming>) -> Response<B
         Ok(m) => m,
         Err(status) => return unary_error(&status, HeaderMap::new(), HeaderMap::new()),
     };
-    let mut headers = call.upstream_headers(&parts.headers, grpc_content_type(mode.codec));
+    let message = match transcode {
+        Some((method, ignore)) => match method.request_to_proto(&message, ignore) {
+            Ok(m) => m,
+            Err(status) => return unary_error(&status, HeaderMap::new(), HeaderMap::new()),
+        },
+        None => message,
+    };
+    let mut headers =
+        call.upstream_headers(&parts.headers, grpc_content_type(mode.codec, transcode));
     headers.insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
     let frame = frame::encode(0, &message);
     let reply = call
@@ -98,7 +121,12 @@ async fn unary(call: Call, mut mode: Mode, req: Request<Incoming>) -> Response<B
     let mut status = end.status;
     let mut payload = None;
     if status.code == Code::Ok {
-        match unary_payload(frames, upstream_encoding.as_ref(), call.limit) {
+        let decoded = unary_payload(frames, upstream_encoding.as_ref(), call.limit);
+        let converted = match transcode {
+            Some((method, _)) => decoded.and_then(|p| method.response_to_json(&p)),
+            None => decoded,
+        };
+        match converted {
             Ok(p) => payload = Some(p),
             Err(s) => status = s,
         }
@@ -242,7 +270,12 @@ fn unary_error(status: &Status, metadata: HeaderMap, trailers: HeaderMap) -> Res
     res
 }
 
-async fn stream(call: Call, mode: Mode, req: Request<Incoming>) -> Response<BoxBody> {
+async fn stream(
+    call: Call,
+    mode: Mode,
+    transcode: Option<(&Method, bool)>,
+    req: Request<Incoming>,
+) -> Response<BoxBody> {
     let (parts, body) = req.into_parts();
     let client_gzip = Encoding::accepts_gzip(header_str(&parts.headers, connect::ACCEPT_ENCODING));
     if let Err(status) = connect::check_version(&parts.headers) {
@@ -256,24 +289,43 @@ async fn stream(call: Call, mode: Mode, req: Request<Incoming>) -> Response<BoxB
             false,
         );
     };
-    let mut headers = call.upstream_headers(&parts.headers, grpc_content_type(mode.codec));
-    // Compressed upstream messages pass through untouched when the caller can read them.
-    headers.insert(
-        "grpc-accept-encoding",
-        HeaderValue::from_static(if client_gzip { "gzip" } else { "identity" }),
-    );
-    let body = match encoding {
-        Encoding::Identity => RequestBody::new(body, false, call.limit, call.failure.clone()),
-        Encoding::Gzip => RequestBody::new(body, false, call.limit, call.failure.clone())
-            .recoding(Encoding::Gzip, None),
+    let mut headers =
+        call.upstream_headers(&parts.headers, grpc_content_type(mode.codec, transcode));
+    // Compressed upstream messages pass through untouched when the caller can read them;
+    // transcoded ones are rewritten anyway.
+    let accept = if client_gzip && transcode.is_none() {
+        "gzip"
+    } else {
+        "identity"
     };
-    let reply = call
+    headers.insert("grpc-accept-encoding", HeaderValue::from_static(accept));
+    let mut body = RequestBody::new(body, false, call.limit, call.failure.clone());
+    if let Some((method, ignore)) = transcode {
+        let m = method.clone();
+        body = body.recoding(
+            encoding,
+            Some(Arc::new(move |msg: &[u8]| m.request_to_proto(msg, ignore))),
+        );
+    } else if encoding == Encoding::Gzip {
+        body = body.recoding(Encoding::Gzip, None);
+    }
+    let mut reply = call
         .start(upstream_request(
             parts.uri.path(),
             headers,
             body.boxed_unsync(),
         ))
         .await;
+    if let Some((method, _)) = transcode {
+        let upstream = super::grpc_web::header_encoding(&reply.metadata, "grpc-encoding")
+            .unwrap_or(Encoding::Identity);
+        reply.metadata.remove("grpc-encoding");
+        let m = method.clone();
+        reply.stream = reply.stream.transforming(
+            upstream,
+            Arc::new(move |msg: &[u8]| m.response_to_json(msg)),
+        );
+    }
     stream_response(mode, reply, client_gzip)
 }
 

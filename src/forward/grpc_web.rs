@@ -2,6 +2,7 @@
 //! through (base64 per chunk in text mode) and the end written as one trailer frame.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -12,32 +13,80 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
 use super::call::{upstream_request, Call, Reply};
+use super::Json;
 use crate::body::{BoxBody, BoxError, Event, GrpcStream, RequestBody};
+use crate::protocol::compression::{self, Encoding};
 use crate::protocol::grpc::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO};
 use crate::protocol::grpc_web::{encode_text, trailer_frame, Mode};
 use crate::protocol::Codec;
 
-/// Forwards one gRPC-Web call.
-pub(crate) async fn forward(call: Call, mode: Mode, req: Request<Incoming>) -> Response<BoxBody> {
+/// Forwards one gRPC-Web call; `json` says how JSON messages are handled.
+pub(crate) async fn forward(
+    call: Call,
+    mode: Mode,
+    json: Option<Json>,
+    req: Request<Incoming>,
+) -> Response<BoxBody> {
     let (parts, body) = req.into_parts();
-    let content_type = HeaderValue::from_static(match mode.codec {
-        Codec::Proto => CONTENT_TYPE_PROTO,
-        Codec::Json => CONTENT_TYPE_JSON,
+    let transcode = json.as_ref().and_then(Json::method);
+    let content_type = HeaderValue::from_static(match (mode.codec, transcode) {
+        (Codec::Json, None) => CONTENT_TYPE_JSON,
+        _ => CONTENT_TYPE_PROTO,
     });
     let mut headers = call.upstream_headers(&parts.headers, content_type);
+    let mut body = RequestBody::new(body, mode.text_request, call.limit, call.failure.clone());
+    if let Some((method, ignore)) = transcode {
+        // Messages are rewritten, so they travel uncompressed in both directions.
+        let Some(encoding) = header_encoding(&parts.headers, "grpc-encoding") else {
+            let name = header_text(&parts.headers, "grpc-encoding");
+            return respond(&mode, Reply::error(compression::unsupported(&name)));
+        };
+        headers.remove("grpc-encoding");
+        headers.insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
+        let m = method.clone();
+        body = body.recoding(
+            encoding,
+            Some(Arc::new(move |msg: &[u8]| m.request_to_proto(msg, ignore))),
+        );
+    }
     // Browsers cannot decode per-message compression unless they asked for it.
     if !headers.contains_key("grpc-accept-encoding") {
         headers.insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
     }
-    let body = RequestBody::new(body, mode.text_request, call.limit, call.failure.clone());
-    let reply = call
+    let mut reply = call
         .start(upstream_request(
             parts.uri.path(),
             headers,
             body.boxed_unsync(),
         ))
         .await;
+    if let Some((method, _)) = transcode {
+        let encoding =
+            header_encoding(&reply.metadata, "grpc-encoding").unwrap_or(Encoding::Identity);
+        reply.metadata.remove("grpc-encoding");
+        let m = method.clone();
+        reply.stream = reply.stream.transforming(
+            encoding,
+            Arc::new(move |msg: &[u8]| m.response_to_json(msg)),
+        );
+    }
     respond(&mode, reply)
+}
+
+/// The encoding a header names (absent means identity); `None` when unsupported.
+pub(crate) fn header_encoding(headers: &http::HeaderMap, name: &str) -> Option<Encoding> {
+    match headers.get(name) {
+        None => Some(Encoding::Identity),
+        Some(v) => v.to_str().ok().and_then(Encoding::parse),
+    }
+}
+
+/// A header's value as text, empty when absent.
+pub(crate) fn header_text(headers: &http::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default()
 }
 
 /// Renders a reply for a gRPC-Web caller: HTTP 200, metadata as headers, messages, then one

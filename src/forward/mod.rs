@@ -17,9 +17,31 @@ use crate::body::{self, BoxBody};
 use crate::config::Config;
 use crate::cors::CorsPolicy;
 use crate::protocol::grpc::{Code, Status};
+use crate::protocol::json::{Method, Schema};
+use crate::protocol::Codec;
 use crate::protocol::{self, Protocol, Rejection};
 use crate::routing::{RouteTable, Target};
+use crate::upstream::schema::{self, Plan, Schemas};
 use crate::upstream::UpstreamClient;
+
+/// How the messages of a JSON call are handled.
+#[derive(Debug, Clone)]
+pub(crate) enum Json {
+    /// Sent unchanged (`application/grpc+json`).
+    Passthrough,
+    /// Transcoded message by message with the method's descriptors.
+    Transcode(Method, bool),
+}
+
+impl Json {
+    /// The transcoding method, when transcoding.
+    pub(crate) fn method(&self) -> Option<(&Method, bool)> {
+        match self {
+            Json::Passthrough => None,
+            Json::Transcode(m, ignore) => Some((m, *ignore)),
+        }
+    }
+}
 
 /// Everything a request needs, shared by all connections.
 #[derive(Debug)]
@@ -28,6 +50,10 @@ pub(crate) struct Proxy {
     upstreams: Vec<Arc<UpstreamClient>>,
     cors: CorsPolicy,
     assets: Option<crate::assets::Assets>,
+    /// Schema sources per upstream.
+    schemas: Vec<Arc<Schemas>>,
+    /// Descriptor sets per route (when the route has its own).
+    route_schemas: Vec<Option<Schema>>,
 }
 
 impl Proxy {
@@ -41,7 +67,30 @@ impl Proxy {
                     .map_err(|e| format!("upstream {:?}: {e}", u.name))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let schemas = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                Schemas::new(u)
+                    .map(Arc::new)
+                    .map_err(|e| format!("upstream {:?}: json.descriptors: {e}", u.name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let route_schemas = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.descriptors
+                    .as_deref()
+                    .map(schema::load)
+                    .transpose()
+                    .map_err(|e| format!("routes[{i}].descriptors: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Proxy {
+            schemas,
+            route_schemas,
             routes: RouteTable::new(config),
             upstreams,
             cors: CorsPolicy::new(config.cors.clone()),
@@ -74,10 +123,19 @@ impl Proxy {
         let target = self.route(&req);
         let path = req.uri().path();
         match protocol {
-            Protocol::GrpcWeb(mode) => match target {
-                Some(t) => grpc_web::forward(self.call(t, &req), mode, req).await,
-                None => grpc_web::respond(&mode, Reply::error(no_route(path))),
-            },
+            Protocol::GrpcWeb(mode) => {
+                let Some(t) = target else {
+                    return grpc_web::respond(&mode, Reply::error(no_route(path)));
+                };
+                let json = match mode.codec {
+                    Codec::Proto => None,
+                    Codec::Json => match self.json_plan(t, path).await {
+                        Ok(json) => Some(json),
+                        Err(status) => return grpc_web::respond(&mode, Reply::error(status)),
+                    },
+                };
+                grpc_web::forward(self.call(t, &req), mode, json, req).await
+            }
             Protocol::Grpc => match target {
                 Some(t) => grpc::forward(self.call(t, &req), req).await,
                 None => grpc::respond(Reply::error(no_route(path))),
@@ -86,15 +144,80 @@ impl Proxy {
                 let Some(t) = target else {
                     return connect::no_route(path);
                 };
-                match crate::protocol::connect::timeout(req.headers()) {
-                    Ok(timeout) => {
-                        let call = Call::new(self.upstreams[t.upstream].clone(), t, timeout);
-                        connect::forward(call, mode, req).await
+                let timeout = match crate::protocol::connect::timeout(req.headers()) {
+                    Ok(timeout) => timeout,
+                    Err(status) => return connect::early_error(mode, status),
+                };
+                let json = match mode.codec {
+                    Codec::Proto => None,
+                    Codec::Json => match self.json_plan(t, path).await {
+                        Ok(json) => Some(json),
+                        Err(status) => return connect::early_error(mode, status),
+                    },
+                };
+                if mode.kind == crate::protocol::connect::Kind::Get {
+                    if let Some(refusal) = self.refuse_get(t, path, json.as_ref()).await {
+                        return refusal;
                     }
-                    Err(status) => connect::early_error(mode, status),
                 }
+                let call = Call::new(self.upstreams[t.upstream].clone(), t, timeout);
+                connect::forward(call, mode, json, req).await
             }
         }
+    }
+
+    /// How a JSON call to `path` is handled: passed through or transcoded, or why it fails.
+    async fn json_plan(&self, t: Target, path: &str) -> Result<Json, Status> {
+        let plan = self.schemas[t.upstream]
+            .plan(
+                &self.upstreams[t.upstream],
+                self.route_schemas[t.route].as_ref(),
+                path,
+            )
+            .await;
+        match plan {
+            Plan::Passthrough => Ok(Json::Passthrough),
+            Plan::Transcode {
+                method,
+                ignore_unknown_fields,
+            } => Ok(Json::Transcode(method, ignore_unknown_fields)),
+            Plan::Fail(status) => Err(status),
+        }
+    }
+
+    /// Connect GET is only for methods without side effects; when the schema is known, others
+    /// are refused with 405.
+    async fn refuse_get(
+        &self,
+        t: Target,
+        path: &str,
+        json: Option<&Json>,
+    ) -> Option<Response<BoxBody>> {
+        let method = match json {
+            Some(j) => j.method().map(|(m, _)| m.clone()),
+            None if self.schemas[t.upstream].has_source()
+                || self.route_schemas[t.route].is_some() =>
+            {
+                match self.json_plan(t, path).await {
+                    Ok(j) => j.method().map(|(m, _)| m.clone()),
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        }?;
+        if method.no_side_effects() {
+            return None;
+        }
+        let mut res = reject(Rejection {
+            status: http::StatusCode::METHOD_NOT_ALLOWED,
+            message: format!("{path} has side effects; call it with POST (GET is only for methods with idempotency_level = NO_SIDE_EFFECTS)"),
+            header: Some((header::ALLOW, "POST")),
+        });
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Some(res)
     }
 
     fn route<B>(&self, req: &Request<B>) -> Option<Target> {

@@ -97,7 +97,7 @@ pub fn detect<B>(req: &Request<B>) -> Result<Protocol, Rejection> {
         if connect::get::is_connect_query(query) {
             return Ok(Protocol::Connect(connect::Mode {
                 kind: connect::Kind::Get,
-                codec: Codec::Proto,
+                codec: connect::get::codec(query).unwrap_or(Codec::Proto),
             }));
         }
         return Err(Rejection::new(StatusCode::NOT_FOUND, "not found"));

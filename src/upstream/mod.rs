@@ -2,6 +2,7 @@
 
 mod pool;
 pub(crate) mod reflection;
+pub(crate) mod schema;
 pub(crate) mod tls;
 
 pub(crate) use pool::{StreamGuard, UpstreamClient};

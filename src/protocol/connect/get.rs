@@ -39,6 +39,14 @@ pub fn is_connect_query(query: &str) -> bool {
     enc && msg
 }
 
+/// The codec named by the `encoding` parameter, if it names a known one.
+pub fn codec(query: &str) -> Option<Codec> {
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("encoding="))
+        .and_then(codec_from_name)
+}
+
 /// Parses and decodes the query of a Connect GET. Unknown parameters are ignored.
 pub fn parse(query: &str, limit: usize) -> Result<GetRequest, Status> {
     let mut connect = None;
