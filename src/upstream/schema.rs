@@ -214,8 +214,7 @@ pub(crate) fn load(path: &std::path::Path) -> Result<Schema, String> {
     Schema::from_descriptor_set(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Asks the upstream's server reflection service. (Wired to `reflection::fetch_schema`.)
+/// Asks the upstream's server reflection service.
 async fn fetch_by_reflection(client: &UpstreamClient) -> Result<Schema, String> {
-    let _ = (client, FETCH_TIMEOUT);
-    Err("server reflection support is not built in yet".to_owned())
+    super::reflection::fetch_schema(client, FETCH_TIMEOUT).await
 }

@@ -11,3 +11,4 @@ mod grpc;
 mod grpc_web;
 mod interop;
 mod matrix;
+mod json;
