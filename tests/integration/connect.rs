@@ -119,7 +119,9 @@ impl Unary {
 }
 
 async fn send(addr: SocketAddr, http: Http, req: Request<ReqBody>) -> Unary {
-    let reply = Client::connect(addr, http).await.send(req).await;
+    // The client owns the connection: keep it until the body has been read.
+    let mut client = Client::connect(addr, http).await;
+    let reply = client.send(req).await;
     let status = reply.status;
     let headers = reply.headers.clone();
     let body = reply.bytes().await;
@@ -349,7 +351,8 @@ async fn stream_call(
     headers: &[(&str, &str)],
 ) -> Streamed {
     let req = stream_request(path, headers, full(body.into()));
-    let reply = Client::connect(addr, http).await.send(req).await;
+    let mut client = Client::connect(addr, http).await;
+    let reply = client.send(req).await;
     read_stream(reply).await
 }
 
@@ -449,8 +452,8 @@ async fn protocol_version_header_absent_is_accepted_and_wrong_is_invalid() {
                 ..echo("v2")
             })),
         );
-        let reply = Client::connect(proxy.addr, http).await.send(req).await;
-        let s = read_stream(reply).await;
+        let mut client = Client::connect(proxy.addr, http).await;
+        let s = read_stream(client.send(req).await).await;
         s.error("invalid_argument", &format!("stream v2 over {http:?}"));
         assert!(s.messages.is_empty());
     }
@@ -584,8 +587,18 @@ async fn connect_timeout_becomes_a_deadline() {
             delay_ms: 3000,
             ..echo("slow")
         };
+        let cancelled = backend.state.cancellations.get();
         let res = unary(proxy.addr, http, &slow, &[("connect-timeout-ms", "200")]).await;
         res.error(504, "deadline_exceeded", &case);
+        // ... and the upstream call is cancelled rather than left running.
+        assert!(
+            backend
+                .state
+                .cancellations
+                .reaches(cancelled + 1, GUARD)
+                .await,
+            "{case}: the backend call was not cancelled"
+        );
 
         // Zero is already expired (§4).
         let res = unary(
@@ -665,6 +678,33 @@ async fn gzip_request_bodies_are_decompressed() {
         )
         .await;
         assert_eq!(res.ok(), EchoResponse::default(), "{http:?}");
+
+        // Corrupt gzip is the caller's fault (§5: connect-go says invalid_argument).
+        let res = post(
+            proxy.addr,
+            http,
+            UNARY,
+            &b"definitely not gzip"[..],
+            &[("content-encoding", "gzip")],
+        )
+        .await;
+        res.error(
+            400,
+            "invalid_argument",
+            &format!("corrupt gzip over {http:?}"),
+        );
+        let s = stream_call(
+            proxy.addr,
+            http,
+            CLIENT_STREAM,
+            frame_with_flag(COMPRESSED, b"definitely not gzip"),
+            &[("connect-content-encoding", "gzip")],
+        )
+        .await;
+        s.error(
+            "invalid_argument",
+            &format!("corrupt gzip envelope over {http:?}"),
+        );
     }
 }
 
@@ -793,6 +833,88 @@ async fn gzip_bomb_and_oversized_body_are_resource_exhausted() {
     assert_still_serves(proxy.addr).await;
 }
 
+#[tokio::test]
+async fn stream_messages_over_the_limit_are_resource_exhausted() {
+    let backend = spawn_backend().await;
+    let yaml = one_upstream_yaml(&backend.url, &["max_message_size: 64KiB"], &[]);
+    let proxy = spawn_proxy_yaml(&yaml).await;
+    let bomb = frame_with_flag(
+        COMPRESSED,
+        &gzip(
+            &EchoRequest {
+                payload: vec![0; 1 << 20],
+                ..echo("bomb")
+            }
+            .encode_to_vec(),
+        ),
+    );
+    let too_big = frame(&EchoRequest {
+        payload: vec![1; 100 << 10],
+        ..echo("too big")
+    });
+    let big_answers = frame(&EchoRequest {
+        count: 2,
+        response_size: 100 << 10,
+        ..echo("big answers")
+    });
+    for http in HTTP_VERSIONS {
+        let cases = [
+            ("gzip bomb envelope", CLIENT_STREAM, bomb.clone(), "gzip"),
+            (
+                "oversized envelope",
+                CLIENT_STREAM,
+                too_big.clone(),
+                "identity",
+            ),
+            (
+                "oversized response",
+                SERVER_STREAM,
+                big_answers.clone(),
+                "identity",
+            ),
+        ];
+        for (what, path, body, encoding) in cases {
+            let case = format!("{what} over {http:?}");
+            let s = stream_call(
+                proxy.addr,
+                http,
+                path,
+                body,
+                &[("connect-content-encoding", encoding)],
+            )
+            .await;
+            s.error("resource_exhausted", &case);
+            assert!(
+                s.messages.is_empty(),
+                "{case}: no oversized message may pass"
+            );
+        }
+    }
+    assert_still_serves(proxy.addr).await;
+}
+
+#[tokio::test]
+async fn compressed_flag_without_encoding_is_an_error() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    // Flag 0x01 without connect-content-encoding: the message cannot be decoded (§5: INTERNAL).
+    let body = frame_with_flag(
+        COMPRESSED,
+        &gzip(
+            &EchoRequest {
+                count: 1,
+                ..echo("x")
+            }
+            .encode_to_vec(),
+        ),
+    );
+    for http in HTTP_VERSIONS {
+        let s = stream_call(proxy.addr, http, SERVER_STREAM, body.clone(), &[]).await;
+        assert!(s.messages.is_empty(), "{http:?}: {s:#?}");
+        s.error("internal", &format!("{http:?}"));
+    }
+}
+
 // --- Unary GET -----------------------------------------------------------------------------
 
 #[tokio::test]
@@ -836,6 +958,15 @@ async fn get_round_trips_with_vary() {
             );
         }
     }
+    // `connect=v1` is optional, parameters come in any order, unknown ones are ignored.
+    let url = format!(
+        "{LOOKUP}?message={}&foo=bar&encoding=proto&base64=1",
+        URL_SAFE_NO_PAD.encode(echo("order").encode_to_vec())
+    );
+    assert_eq!(
+        get(proxy.addr, Http::H2, &url, &[]).await.ok().message,
+        "order"
+    );
     // §8.9: padded base64 (percent-encoded '=') is accepted as well.
     let padded = base64::engine::general_purpose::URL_SAFE.encode(echo("pad").encode_to_vec());
     let url = format!(
@@ -867,7 +998,14 @@ async fn get_with_json_encoding_is_answered_not_hung() {
         }
     }
     let sent = backend.state.last_headers();
-    assert_eq!(sent["content-type"], "application/grpc+json");
+    // Today the query's JSON is forwarded as application/grpc+json; once JSON transcoding
+    // lands it may become application/grpc. Either way it is gRPC.
+    assert!(
+        sent["content-type"]
+            .as_bytes()
+            .starts_with(b"application/grpc"),
+        "backend saw {sent:?}"
+    );
 }
 
 #[tokio::test]
@@ -893,12 +1031,19 @@ async fn malformed_get_queries_are_invalid_argument() {
             format!("connect=v1&base64=1&message={good}"),
         ),
     ];
+    let unsupported = format!("connect=v1&base64=1&compression=br&encoding=proto&message={good}");
     for http in HTTP_VERSIONS {
         for (what, query) in &cases {
             let case = format!("{what} over {http:?}");
             let res = get(proxy.addr, http, &format!("{LOOKUP}?{query}"), &[]).await;
             res.error(400, "invalid_argument", &case);
         }
+        let res = get(proxy.addr, http, &format!("{LOOKUP}?{unsupported}"), &[]).await;
+        res.error(
+            501,
+            "unimplemented",
+            &format!("compression=br over {http:?}"),
+        );
     }
     assert_eq!(backend.state.calls.get(), 0);
 }
@@ -947,6 +1092,26 @@ async fn server_stream_delivers_messages_then_end_stream() {
             "{case}"
         );
 
+        // Repeated and binary metadata: arrays of values, `-bin` values stay base64 (§3.7).
+        let s = stream_call(
+            proxy.addr,
+            http,
+            SERVER_STREAM,
+            frame(&req),
+            &[
+                ("x-trailer-a", "1"),
+                ("x-trailer-a", "2"),
+                ("x-trailer-data-bin", "AAEC/v8"),
+            ],
+        )
+        .await;
+        assert_eq!(s.ok(&case).len(), 3);
+        assert_eq!(
+            s.end,
+            json!({"metadata": {"x-trailer-a": ["1", "2"], "x-trailer-data-bin": ["AAEC/v8"]}}),
+            "{case}"
+        );
+
         // Zero messages is a valid stream.
         let s = stream_call(proxy.addr, http, SERVER_STREAM, frame(&echo("none")), &[]).await;
         assert!(s.ok(&case).is_empty());
@@ -965,8 +1130,8 @@ async fn server_stream_messages_are_not_buffered() {
             count: 3,
             ..echo(GATED)
         };
-        let reply = Client::connect(proxy.addr, http)
-            .await
+        let mut client = Client::connect(proxy.addr, http).await;
+        let reply = client
             .send(stream_request(SERVER_STREAM, &[], full(frame(&req))))
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{case}");
@@ -1080,10 +1245,13 @@ async fn bidi_over_http2_answers_each_message_as_it_arrives() {
     let mut client = Client::connect(proxy.addr, Http::H2).await;
     let (tx, body) = streaming_body();
     let req = stream_request(BIDI, &[("x-trailer-z", "end")], body);
-    let head = tokio::spawn(async move { client.send(req).await });
+    let head = tokio::spawn(async move {
+        let reply = client.send(req).await;
+        (client, reply)
+    });
     // Each answer is read before the next request message is written: full duplex.
     tx.send(frame(&echo("one"))).await;
-    let reply = guard("bidi response head", head).await.unwrap();
+    let (_client, reply) = guard("bidi response head", head).await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
     let (status, headers) = (reply.status, reply.headers.clone());
     let mut envelopes = Envelopes::new(reply.body);
@@ -1162,10 +1330,18 @@ async fn malformed_request_envelopes_are_invalid_argument() {
         ..echo("m")
     };
     let whole = frame(&msg);
-    let cases: [(&str, Vec<u8>); 3] = [
+    let cases: [(&str, Vec<u8>); 5] = [
         (
             "end-stream flag in a request",
             frame_with_flag(END_STREAM, &msg.encode_to_vec()).to_vec(),
+        ),
+        (
+            "reserved flag 0x04",
+            frame_with_flag(0x04, &msg.encode_to_vec()).to_vec(),
+        ),
+        (
+            "gRPC-Web trailer flag 0x80",
+            frame_with_flag(0x80, &msg.encode_to_vec()).to_vec(),
         ),
         ("truncated envelope", whole[..whole.len() - 1].to_vec()),
         ("truncated header", whole[..3].to_vec()),
@@ -1202,6 +1378,72 @@ async fn stream_deadline_is_deadline_exceeded_in_the_end_stream() {
         s.error("deadline_exceeded", &format!("{http:?}"));
         assert!(s.messages.is_empty());
     }
+}
+
+#[tokio::test]
+async fn deadline_covers_the_whole_stream_not_just_its_head() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        let cancelled = backend.state.cancellations.get();
+        // The first message comes at once; the gate never opens, so the stream stalls until
+        // the caller's deadline ends it.
+        let req = EchoRequest {
+            count: 3,
+            ..echo(GATED)
+        };
+        let s = stream_call(
+            proxy.addr,
+            http,
+            SERVER_STREAM,
+            frame(&req),
+            &[("connect-timeout-ms", "300")],
+        )
+        .await;
+        assert_eq!(s.messages.len(), 1, "{case}: {s:#?}");
+        s.error("deadline_exceeded", &case);
+        assert!(
+            backend
+                .state
+                .cancellations
+                .reaches(cancelled + 1, GUARD)
+                .await,
+            "{case}: the stalled backend stream was not cancelled"
+        );
+    }
+}
+
+#[tokio::test]
+async fn caller_going_away_cancels_the_backend_stream() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy(&backend.url).await;
+    for http in HTTP_VERSIONS {
+        let case = format!("{http:?}");
+        let cancelled = backend.state.cancellations.get();
+        let req = EchoRequest {
+            count: 3,
+            ..echo(GATED)
+        };
+        let mut client = Client::connect(proxy.addr, http).await;
+        let reply = client
+            .send(stream_request(SERVER_STREAM, &[], full(frame(&req))))
+            .await;
+        let mut envelopes = Envelopes::new(reply.body);
+        let (flag, _) = envelopes.next().await.expect("first envelope");
+        assert_eq!(flag, 0, "{case}");
+        drop(envelopes);
+        drop(client);
+        assert!(
+            backend
+                .state
+                .cancellations
+                .reaches(cancelled + 1, GUARD)
+                .await,
+            "{case}: the backend stream outlived its caller"
+        );
+    }
+    assert_still_serves(proxy.addr).await;
 }
 
 // --- Routing, rejection, upstream failures, CORS -------------------------------------------
