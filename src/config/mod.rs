@@ -314,13 +314,14 @@ impl Config {
             crate::upstream::tls::client_config(u.ca.as_deref())
                 .map_err(|e| format!("upstream {:?}: {e}", u.name))?;
             if let Some(path) = &u.json.descriptors {
-                load_descriptors(path)
+                crate::upstream::schema::load(path)
                     .map_err(|e| format!("upstream {:?}: json.descriptors: {e}", u.name))?;
             }
         }
         for (i, r) in self.routes.iter().enumerate() {
             if let Some(path) = &r.descriptors {
-                load_descriptors(path).map_err(|e| format!("routes[{i}].descriptors: {e}"))?;
+                crate::upstream::schema::load(path)
+                    .map_err(|e| format!("routes[{i}].descriptors: {e}"))?;
             }
         }
         Ok(())
