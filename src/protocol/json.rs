@@ -112,12 +112,15 @@ impl Schema {
             for m in service.methods() {
                 let path = format!("/{}/{}", service.full_name(), m.name());
                 let proto = m.method_descriptor_proto();
-                let no_side_effects = proto.options.as_ref().is_some_and(|o| {
-                    o.idempotency_level() == IdempotencyLevel::NoSideEffects
-                });
+                let no_side_effects = proto
+                    .options
+                    .as_ref()
+                    .is_some_and(|o| o.idempotency_level() == IdempotencyLevel::NoSideEffects);
                 let method = Method {
                     inner: Arc::new(MethodInner {
                         path: path.clone(),
+                        input_has_maps: may_hold_maps(&m.input()),
+                        output_has_maps: may_hold_maps(&m.output()),
                         input: m.input(),
                         output: m.output(),
                         client_streaming: m.is_client_streaming(),
@@ -154,7 +157,10 @@ impl Schema {
         let desc = self.inner.pool.get_message_by_name(name)?;
         let message = DynamicMessage::decode(desc, value).ok()?;
         message
-            .serialize_with_options(serde_json::value::Serializer, &serialize_options())
+            .serialize_with_options(
+                sorted::Sorted(serde_json::value::Serializer),
+                &serialize_options(),
+            )
             .ok()
     }
 }
@@ -169,6 +175,10 @@ struct MethodInner {
     path: String,
     input: MessageDescriptor,
     output: MessageDescriptor,
+    /// The message may hold protobuf maps (or `Any`s, which may hold maps), whose entries
+    /// are sorted for deterministic output.
+    input_has_maps: bool,
+    output_has_maps: bool,
     client_streaming: bool,
     server_streaming: bool,
     no_side_effects: bool,
@@ -205,7 +215,11 @@ impl Method {
     }
 
     /// ProtoJSON request message → protobuf bytes. Errors are `InvalidArgument`.
-    pub fn request_to_proto(&self, json: &[u8], ignore_unknown_fields: bool) -> Result<Bytes, Status> {
+    pub fn request_to_proto(
+        &self,
+        json: &[u8],
+        ignore_unknown_fields: bool,
+    ) -> Result<Bytes, Status> {
         json_to_proto(
             &self.inner.input,
             json,
@@ -216,12 +230,22 @@ impl Method {
 
     /// Protobuf request bytes → canonical ProtoJSON. Errors are `InvalidArgument`.
     pub fn request_to_json(&self, proto: &[u8]) -> Result<Bytes, Status> {
-        proto_to_json(&self.inner.input, proto, Code::InvalidArgument)
+        proto_to_json(
+            &self.inner.input,
+            self.inner.input_has_maps,
+            proto,
+            Code::InvalidArgument,
+        )
     }
 
     /// Protobuf response bytes → canonical ProtoJSON. Errors are `Internal`.
     pub fn response_to_json(&self, proto: &[u8]) -> Result<Bytes, Status> {
-        proto_to_json(&self.inner.output, proto, Code::Internal)
+        proto_to_json(
+            &self.inner.output,
+            self.inner.output_has_maps,
+            proto,
+            Code::Internal,
+        )
     }
 
     /// ProtoJSON response message → protobuf bytes. Errors are `Internal`.
@@ -230,7 +254,12 @@ impl Method {
         json: &[u8],
         ignore_unknown_fields: bool,
     ) -> Result<Bytes, Status> {
-        json_to_proto(&self.inner.output, json, ignore_unknown_fields, Code::Internal)
+        json_to_proto(
+            &self.inner.output,
+            json,
+            ignore_unknown_fields,
+            Code::Internal,
+        )
     }
 }
 
@@ -275,8 +304,8 @@ fn json_to_proto(
     }
 }
 
-/// Names the field of a parse error. Tracking paths costs an allocation per key, so it is
-/// done only here, by parsing the input a second time.
+/// Describes a parse error, naming the field. Tracking paths costs an allocation per key, so
+/// it is done only here, by parsing the input a second time.
 fn describe_json_error(
     desc: &MessageDescriptor,
     json: &[u8],
@@ -287,16 +316,68 @@ fn describe_json_error(
     let mut track = serde_path_to_error::Track::new();
     let tracked = serde_path_to_error::Deserializer::new(&mut de, &mut track);
     let failed = DynamicMessage::deserialize_with_options(desc.clone(), tracked, options).is_err();
-    if failed {
-        let path = track.path().to_string();
-        if !path.is_empty() && path != "." && !path.contains('?') {
-            return format!("field {path:?}: {error}");
+    let path = if failed {
+        Some(track.path().to_string()).filter(|p| !p.is_empty() && p != "." && !p.contains('?'))
+    } else {
+        None
+    };
+    let text = error.to_string();
+    match path {
+        // The field names the place well enough; drop serde_json's position.
+        Some(path) => {
+            let suffix = format!(" at line {} column {}", error.line(), error.column());
+            let text = text.strip_suffix(&suffix).unwrap_or(&text);
+            format!("field {path:?}: {}", tidy_error(text))
         }
+        None => tidy_error(&text),
     }
-    error.to_string()
 }
 
-fn proto_to_json(desc: &MessageDescriptor, proto: &[u8], code: Code) -> Result<Bytes, Status> {
+/// Rewords the less helpful serde and `std` parse messages.
+fn tidy_error(text: &str) -> String {
+    // "invalid type: string \"x\", expected a map" → "expected a map, found string \"x\""
+    if let Some(rest) = text.strip_prefix("invalid type: ") {
+        if let Some((found, expected)) = rest.split_once(", expected ") {
+            return format!("expected {expected}, found {found}");
+        }
+    }
+    let replacements = [
+        ("invalid digit found in string", "expected an integer"),
+        (
+            "cannot parse integer from empty string",
+            "expected an integer, found \"\"",
+        ),
+        (
+            "number too large to fit in target type",
+            "integer out of range",
+        ),
+        (
+            "number too small to fit in target type",
+            "integer out of range",
+        ),
+        (
+            "out of range integral type conversion attempted",
+            "integer out of range",
+        ),
+        (
+            "expected integer value",
+            "expected an integer, found a fractional number",
+        ),
+    ];
+    for (from, to) in replacements {
+        if let Some(rest) = text.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    text.to_owned()
+}
+
+fn proto_to_json(
+    desc: &MessageDescriptor,
+    has_maps: bool,
+    proto: &[u8],
+    code: Code,
+) -> Result<Bytes, Status> {
     let message = DynamicMessage::decode(desc.clone(), proto).map_err(|e| {
         Status::new(
             code,
@@ -305,15 +386,42 @@ fn proto_to_json(desc: &MessageDescriptor, proto: &[u8], code: Code) -> Result<B
     })?;
     let mut out = Vec::with_capacity(proto.len().saturating_mul(2).saturating_add(16));
     let mut ser = serde_json::Serializer::new(&mut out);
-    message
-        .serialize_with_options(&mut ser, &serialize_options())
-        .map_err(|e| {
-            Status::new(
-                code,
-                format!("cannot write {} as JSON: {e}", desc.full_name()),
-            )
-        })?;
+    let written = if has_maps {
+        message.serialize_with_options(sorted::Sorted(&mut ser), &serialize_options())
+    } else {
+        message.serialize_with_options(&mut ser, &serialize_options())
+    };
+    written.map_err(|e| {
+        Status::new(
+            code,
+            format!("cannot write {} as JSON: {e}", desc.full_name()),
+        )
+    })?;
     Ok(Bytes::from(out))
+}
+
+/// Whether messages of type `desc` can hold protobuf map fields, directly, nested, or packed
+/// in an `Any`.
+fn may_hold_maps(desc: &MessageDescriptor) -> bool {
+    let mut seen = HashSet::new();
+    let mut stack = vec![desc.clone()];
+    while let Some(desc) = stack.pop() {
+        if desc.full_name() == "google.protobuf.Any" {
+            return true;
+        }
+        if !seen.insert(desc.full_name().to_owned()) {
+            continue;
+        }
+        for field in desc.fields() {
+            if field.is_map() {
+                return true;
+            }
+            if let prost_reflect::Kind::Message(m) = field.kind() {
+                stack.push(m);
+            }
+        }
+    }
+    false
 }
 
 /// The well-known types bundled with prost-reflect and the `google.rpc` types bundled with
@@ -326,7 +434,8 @@ fn bundled_files() -> &'static [FileDescriptorProto] {
             .files()
             .map(|f| f.file_descriptor_proto().clone())
             .collect();
-        if let Ok(set) = prost_types::FileDescriptorSet::decode(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        if let Ok(set) =
+            prost_types::FileDescriptorSet::decode(tonic_types::pb::FILE_DESCRIPTOR_SET)
         {
             // tonic-types names its files `status.proto` and `error_details.proto`; everyone
             // imports them as `google/rpc/…`.
@@ -349,6 +458,336 @@ fn bundled_files() -> &'static [FileDescriptorProto] {
         }
         files
     })
+}
+
+/// A serializer wrapper that writes the entries of protobuf maps sorted by key (numerically
+/// for integer keys), as Go's protojson does; prost-reflect keeps maps in a `HashMap`, whose
+/// order changes from one message to the next.
+///
+/// prost-reflect serializes a message with `serialize_map(None)` and everything map-like
+/// with a length: protobuf maps, `Struct` (already sorted) and `Any`'s `{"@type", "value"}`
+/// (already in key order). Maps with a length are buffered as `serde_json::Value`s, sorted and
+/// written; messages pass through in field order.
+mod sorted {
+    use std::cmp::Ordering;
+    use std::fmt::Display;
+
+    use serde::ser::{
+        Error as _, Serialize, SerializeMap, SerializeSeq, SerializeStruct, SerializeStructVariant,
+        SerializeTuple, SerializeTupleStruct, SerializeTupleVariant, Serializer,
+    };
+    use serde_json::Value;
+
+    /// Wraps a serializer.
+    pub(super) struct Sorted<S>(pub(super) S);
+
+    /// Wraps a value so that it is serialized through [`Sorted`].
+    struct Wrap<'a, T: ?Sized>(&'a T);
+
+    impl<T: ?Sized + Serialize> Serialize for Wrap<'_, T> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            self.0.serialize(Sorted(serializer))
+        }
+    }
+
+    macro_rules! forward {
+        ($($method:ident($ty:ty)),* $(,)?) => {
+            $(
+                fn $method(self, v: $ty) -> Result<S::Ok, S::Error> {
+                    self.0.$method(v)
+                }
+            )*
+        };
+    }
+
+    impl<S: Serializer> Serializer for Sorted<S> {
+        type Ok = S::Ok;
+        type Error = S::Error;
+        type SerializeSeq = Sorted<S::SerializeSeq>;
+        type SerializeTuple = Sorted<S::SerializeTuple>;
+        type SerializeTupleStruct = Sorted<S::SerializeTupleStruct>;
+        type SerializeTupleVariant = Sorted<S::SerializeTupleVariant>;
+        type SerializeMap = SortedMap<S::SerializeMap>;
+        type SerializeStruct = Sorted<S::SerializeStruct>;
+        type SerializeStructVariant = Sorted<S::SerializeStructVariant>;
+
+        forward!(
+            serialize_bool(bool),
+            serialize_i8(i8),
+            serialize_i16(i16),
+            serialize_i32(i32),
+            serialize_i64(i64),
+            serialize_i128(i128),
+            serialize_u8(u8),
+            serialize_u16(u16),
+            serialize_u32(u32),
+            serialize_u64(u64),
+            serialize_u128(u128),
+            serialize_f64(f64),
+            serialize_char(char),
+            serialize_str(&str),
+            serialize_bytes(&[u8]),
+            serialize_unit_struct(&'static str),
+        );
+
+        fn serialize_f32(self, v: f32) -> Result<S::Ok, S::Error> {
+            // A buffered `Value` holds an f64: go through the shortest decimal of the f32 so
+            // that 0.1f32 is still written as 0.1.
+            match v.to_string().parse::<f64>() {
+                Ok(d) if v.is_finite() => self.0.serialize_f64(d),
+                _ => self.0.serialize_f32(v),
+            }
+        }
+
+        fn serialize_none(self) -> Result<S::Ok, S::Error> {
+            self.0.serialize_none()
+        }
+
+        fn serialize_some<T: ?Sized + Serialize>(self, v: &T) -> Result<S::Ok, S::Error> {
+            self.0.serialize_some(&Wrap(v))
+        }
+
+        fn serialize_unit(self) -> Result<S::Ok, S::Error> {
+            self.0.serialize_unit()
+        }
+
+        fn serialize_unit_variant(
+            self,
+            name: &'static str,
+            index: u32,
+            variant: &'static str,
+        ) -> Result<S::Ok, S::Error> {
+            self.0.serialize_unit_variant(name, index, variant)
+        }
+
+        fn serialize_newtype_struct<T: ?Sized + Serialize>(
+            self,
+            name: &'static str,
+            v: &T,
+        ) -> Result<S::Ok, S::Error> {
+            self.0.serialize_newtype_struct(name, &Wrap(v))
+        }
+
+        fn serialize_newtype_variant<T: ?Sized + Serialize>(
+            self,
+            name: &'static str,
+            index: u32,
+            variant: &'static str,
+            v: &T,
+        ) -> Result<S::Ok, S::Error> {
+            self.0
+                .serialize_newtype_variant(name, index, variant, &Wrap(v))
+        }
+
+        fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
+            self.0.serialize_seq(len).map(Sorted)
+        }
+
+        fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
+            self.0.serialize_tuple(len).map(Sorted)
+        }
+
+        fn serialize_tuple_struct(
+            self,
+            name: &'static str,
+            len: usize,
+        ) -> Result<Self::SerializeTupleStruct, S::Error> {
+            self.0.serialize_tuple_struct(name, len).map(Sorted)
+        }
+
+        fn serialize_tuple_variant(
+            self,
+            name: &'static str,
+            index: u32,
+            variant: &'static str,
+            len: usize,
+        ) -> Result<Self::SerializeTupleVariant, S::Error> {
+            self.0
+                .serialize_tuple_variant(name, index, variant, len)
+                .map(Sorted)
+        }
+
+        fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
+            Ok(SortedMap {
+                buffer: len.map(Vec::with_capacity),
+                key: None,
+                inner: self.0.serialize_map(len)?,
+            })
+        }
+
+        fn serialize_struct(
+            self,
+            name: &'static str,
+            len: usize,
+        ) -> Result<Self::SerializeStruct, S::Error> {
+            self.0.serialize_struct(name, len).map(Sorted)
+        }
+
+        fn serialize_struct_variant(
+            self,
+            name: &'static str,
+            index: u32,
+            variant: &'static str,
+            len: usize,
+        ) -> Result<Self::SerializeStructVariant, S::Error> {
+            self.0
+                .serialize_struct_variant(name, index, variant, len)
+                .map(Sorted)
+        }
+
+        fn collect_str<T: ?Sized + Display>(self, v: &T) -> Result<S::Ok, S::Error> {
+            self.0.collect_str(v)
+        }
+
+        fn is_human_readable(&self) -> bool {
+            self.0.is_human_readable()
+        }
+    }
+
+    impl<S: SerializeSeq> SerializeSeq for Sorted<S> {
+        type Ok = S::Ok;
+        type Error = S::Error;
+
+        fn serialize_element<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), S::Error> {
+            self.0.serialize_element(&Wrap(v))
+        }
+
+        fn end(self) -> Result<S::Ok, S::Error> {
+            self.0.end()
+        }
+    }
+
+    impl<S: SerializeTuple> SerializeTuple for Sorted<S> {
+        type Ok = S::Ok;
+        type Error = S::Error;
+
+        fn serialize_element<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), S::Error> {
+            self.0.serialize_element(&Wrap(v))
+        }
+
+        fn end(self) -> Result<S::Ok, S::Error> {
+            self.0.end()
+        }
+    }
+
+    impl<S: SerializeTupleStruct> SerializeTupleStruct for Sorted<S> {
+        type Ok = S::Ok;
+        type Error = S::Error;
+
+        fn serialize_field<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), S::Error> {
+            self.0.serialize_field(&Wrap(v))
+        }
+
+        fn end(self) -> Result<S::Ok, S::Error> {
+            self.0.end()
+        }
+    }
+
+    impl<S: SerializeTupleVariant> SerializeTupleVariant for Sorted<S> {
+        type Ok = S::Ok;
+        type Error = S::Error;
+
+        fn serialize_field<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), S::Error> {
+            self.0.serialize_field(&Wrap(v))
+        }
+
+        fn end(self) -> Result<S::Ok, S::Error> {
+            self.0.end()
+        }
+    }
+
+    impl<S: SerializeStruct> SerializeStruct for Sorted<S> {
+        type Ok = S::Ok;
+        type Error = S::Error;
+
+        fn serialize_field<T: ?Sized + Serialize>(
+            &mut self,
+            key: &'static str,
+            v: &T,
+        ) -> Result<(), S::Error> {
+            self.0.serialize_field(key, &Wrap(v))
+        }
+
+        fn end(self) -> Result<S::Ok, S::Error> {
+            self.0.end()
+        }
+    }
+
+    impl<S: SerializeStructVariant> SerializeStructVariant for Sorted<S> {
+        type Ok = S::Ok;
+        type Error = S::Error;
+
+        fn serialize_field<T: ?Sized + Serialize>(
+            &mut self,
+            key: &'static str,
+            v: &T,
+        ) -> Result<(), S::Error> {
+            self.0.serialize_field(key, &Wrap(v))
+        }
+
+        fn end(self) -> Result<S::Ok, S::Error> {
+            self.0.end()
+        }
+    }
+
+    /// A map: entries pass through (`buffer` is `None`) or are buffered to be sorted.
+    pub(super) struct SortedMap<M> {
+        inner: M,
+        buffer: Option<Vec<(Value, Value)>>,
+        key: Option<Value>,
+    }
+
+    impl<M: SerializeMap> SerializeMap for SortedMap<M> {
+        type Ok = M::Ok;
+        type Error = M::Error;
+
+        fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<(), M::Error> {
+            if self.buffer.is_none() {
+                return self.inner.serialize_key(&Wrap(key));
+            }
+            let key = key
+                .serialize(Sorted(serde_json::value::Serializer))
+                .map_err(M::Error::custom)?;
+            self.key = Some(key);
+            Ok(())
+        }
+
+        fn serialize_value<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), M::Error> {
+            let Some(buffer) = &mut self.buffer else {
+                return self.inner.serialize_value(&Wrap(v));
+            };
+            let v = v
+                .serialize(Sorted(serde_json::value::Serializer))
+                .map_err(M::Error::custom)?;
+            let key = self
+                .key
+                .take()
+                .ok_or_else(|| M::Error::custom("map value without a key"))?;
+            buffer.push((key, v));
+            Ok(())
+        }
+
+        fn end(mut self) -> Result<M::Ok, M::Error> {
+            if let Some(mut entries) = self.buffer.take() {
+                entries.sort_by(|a, b| compare_keys(&a.0, &b.0));
+                for (key, value) in &entries {
+                    self.inner.serialize_entry(key, value)?;
+                }
+            }
+            self.inner.end()
+        }
+    }
+
+    /// Integer keys numerically, everything else by its text.
+    fn compare_keys(a: &Value, b: &Value) -> Ordering {
+        match (a, b) {
+            (Value::String(a), Value::String(b)) => match (a.parse::<i128>(), b.parse::<i128>()) {
+                (Ok(x), Ok(y)) => x.cmp(&y),
+                _ => a.cmp(b),
+            },
+            _ => a.to_string().cmp(&b.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -411,9 +850,13 @@ mod tests {
     fn methods_and_services() {
         let s = testing();
         assert_eq!(s.services(), vec!["switchboard.testing.v1.TestService"]);
-        let u = s.method("/switchboard.testing.v1.TestService/Unary").unwrap();
+        let u = s
+            .method("/switchboard.testing.v1.TestService/Unary")
+            .unwrap();
         assert!(!u.client_streaming() && !u.server_streaming() && !u.no_side_effects());
-        let l = s.method("/switchboard.testing.v1.TestService/Lookup").unwrap();
+        let l = s
+            .method("/switchboard.testing.v1.TestService/Lookup")
+            .unwrap();
         assert!(l.no_side_effects());
         let ss = s
             .method("/switchboard.testing.v1.TestService/ServerStream")
@@ -423,10 +866,16 @@ mod tests {
             .method("/switchboard.testing.v1.TestService/ClientStream")
             .unwrap();
         assert!(cs.client_streaming() && !cs.server_streaming());
-        let b = s.method("/switchboard.testing.v1.TestService/Bidi").unwrap();
+        let b = s
+            .method("/switchboard.testing.v1.TestService/Bidi")
+            .unwrap();
         assert!(b.client_streaming() && b.server_streaming());
-        assert!(s.method("/switchboard.testing.v1.TestService/Nope").is_none());
-        assert!(s.method("switchboard.testing.v1.TestService/Unary").is_none());
+        assert!(s
+            .method("/switchboard.testing.v1.TestService/Nope")
+            .is_none());
+        assert!(s
+            .method("switchboard.testing.v1.TestService/Unary")
+            .is_none());
         assert!(s.method("/other.Service/Unary").is_none());
         assert!(format!("{s:?}").contains("TestService"));
         assert!(format!("{u:?}").contains("EchoRequest"));
@@ -461,9 +910,7 @@ mod tests {
         // Default values are omitted.
         assert_eq!(canonical(&m, r#"{"message":"","count":0}"#), "{}");
         // The proto bytes are what a generated encoder writes.
-        let proto = m
-            .request_to_proto(br#"{"message":"Buf"}"#, false)
-            .unwrap();
+        let proto = m.request_to_proto(br#"{"message":"Buf"}"#, false).unwrap();
         assert_eq!(&proto[..], &[0x0a, 0x03, b'B', b'u', b'f']);
     }
 
@@ -509,6 +956,62 @@ mod tests {
         assert_eq!(
             canonical(&m, r#"{"choiceNested":{"note":"n","values":[1,2]}}"#),
             r#"{"choiceNested":{"note":"n","values":[1,2]}}"#
+        );
+    }
+
+    #[test]
+    fn maps_are_written_sorted() {
+        let m = echo();
+        let keys: Vec<String> = (0..40).map(|i| format!("k{i:02}")).collect();
+        let input = format!(
+            "{{\"counts\":{{{}}}}}",
+            keys.iter()
+                .rev()
+                .map(|k| format!("\"{k}\":1"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let want = format!(
+            "{{\"counts\":{{{}}}}}",
+            keys.iter()
+                .map(|k| format!("\"{k}\":\"1\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(canonical(&m, &input), want);
+        // Nested in a message, packed in an Any, and in responses.
+        let nested = format!(
+            r#"{{"anInt64":"1","nested":{{"note":"n"}},"packed":{{"@type":"type.googleapis.com/switchboard.testing.v1.AllTypes","counts":{}}}}}"#,
+            &want[10..want.len() - 1]
+        );
+        assert_eq!(canonical(&m, &nested), nested);
+        let proto = m.response_to_proto(nested.as_bytes(), false).unwrap();
+        let out = m.response_to_json(&proto).unwrap();
+        assert_eq!(std::str::from_utf8(&out).unwrap(), nested);
+
+        let u = unary();
+        let resp = r#"{"message":"m","metadata":{"x-a":"1","x-b":"2","x-c":"3","x-d":"4"}}"#;
+        for _ in 0..8 {
+            let proto = u.response_to_proto(resp.as_bytes(), false).unwrap();
+            assert_eq!(&u.response_to_json(&proto).unwrap()[..], resp.as_bytes());
+        }
+        assert!(u.inner.output_has_maps && !u.inner.input_has_maps);
+    }
+
+    #[test]
+    fn sorted_writer_keeps_floats_and_integer_key_order() {
+        use serde::Serialize as _;
+        let mut out = Vec::new();
+        let mut map = std::collections::HashMap::new();
+        map.insert("10", 0.1f32);
+        map.insert("9", 1e-30f32);
+        map.insert("-1", 3.0f32);
+        map.insert("100", 16_777_216f32);
+        map.serialize(sorted::Sorted(&mut serde_json::Serializer::new(&mut out)))
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"-1":3.0,"9":1e-30,"10":0.1,"100":16777216.0}"#
         );
     }
 
@@ -563,14 +1066,6 @@ mod tests {
     }
 
     #[test]
-    fn duration_output_is_canonical() {
-        // Checked separately since the digits depend on the nanos.
-        let m = echo();
-        let out = canonical(&m, r#"{"howLong":"1.5s"}"#);
-        assert!(out == r#"{"howLong":"1.500s"}"# || out == r#"{"howLong":"1.5s"}"#);
-    }
-
-    #[test]
     fn accepts_proto_names_and_camel_case() {
         let m = echo();
         assert_eq!(
@@ -616,36 +1111,74 @@ mod tests {
         let m = unary();
         let e = parse_error(&m, r#"{"count":"abc"}"#);
         assert_eq!(e.code, Code::InvalidArgument);
-        assert!(
-            e.message
-                .starts_with(r#"invalid JSON for switchboard.testing.v1.EchoRequest: field "count": "#),
-            "{}",
-            e.message
+        assert_eq!(
+            e.message,
+            r#"invalid JSON for switchboard.testing.v1.EchoRequest: field "count": expected an integer"#
+        );
+        let e = parse_error(&m, r#"{"message":5}"#);
+        assert_eq!(
+            e.message,
+            r#"invalid JSON for switchboard.testing.v1.EchoRequest: field "message": expected a string, found integer `5`"#
         );
         let e = parse_error(&m, r#"{"error":{"code":"x"}}"#);
-        assert!(e.message.contains(r#"field "error.code""#), "{}", e.message);
-        let t = echo();
-        let e = parse_error(&t, r#"{"nested":{"values":[1,"z"]}}"#);
         assert!(
-            e.message.contains(r#"field "nested.values[1]""#),
+            e.message
+                .ends_with(r#"field "error.code": expected an integer"#),
             "{}",
             e.message
         );
-        let e = parse_error(&t, r#"{"anInt32":1.5}"#);
-        assert!(e.message.contains(r#"field "anInt32""#), "{}", e.message);
-        let e = parse_error(&t, r#"{"anInt32":4294967296}"#);
-        assert!(e.message.contains(r#"field "anInt32""#), "{}", e.message);
-        let e = parse_error(&t, r#"{"when":"yesterday"}"#);
-        assert!(e.message.contains(r#"field "when""#), "{}", e.message);
-        let e = parse_error(&t, r#"{"blobs":["%%%"]}"#);
-        assert!(e.message.contains(r#"field "blobs[0]""#), "{}", e.message);
-        let e = parse_error(
-            &t,
-            r#"{"packed":{"@type":"type.googleapis.com/no.Such","a":1}}"#,
+        let e = parse_error(&m, r#"{"error":{"bogus":1}}"#);
+        assert!(
+            e.message.contains(r#"field "error": "#) && e.message.contains("'bogus'"),
+            "{}",
+            e.message
         );
-        assert!(e.message.contains("packed"), "{}", e.message);
-        let e = parse_error(&t, r#"{"choiceText":"a","choiceNested":{}}"#);
-        assert!(e.message.contains("choice"), "{}", e.message);
+        let t = echo();
+        let cases = [
+            (
+                r#"{"nested":{"values":[1,"z"]}}"#,
+                r#"field "nested.values[1]": expected an integer"#,
+            ),
+            (
+                r#"{"anInt32":1.5}"#,
+                r#"field "anInt32": expected an integer, found a fractional number"#,
+            ),
+            (
+                r#"{"anInt32":4294967296}"#,
+                r#"field "anInt32": integer out of range"#,
+            ),
+            (r#"{"aUint64":-1}"#, r#"field "aUint64": "#),
+            (
+                r#"{"anInt64":"9223372036854775808"}"#,
+                r#"field "anInt64": integer out of range"#,
+            ),
+            (r#"{"when":"yesterday"}"#, r#"field "when": "#),
+            (r#"{"howLong":"1.5"}"#, r#"field "howLong": "#),
+            (
+                r#"{"blobs":["%%%"]}"#,
+                r#"field "blobs[0]": invalid base64"#,
+            ),
+            (
+                r#"{"counts":{"a":"x"}}"#,
+                r#"field "counts.a": expected an integer"#,
+            ),
+            (
+                r#"{"colors":[null]}"#,
+                r#"field "colors[0]": expected a string or integer, found null"#,
+            ),
+            (
+                r#"{"packed":{"@type":"type.googleapis.com/no.Such","a":1}}"#,
+                r#"field "packed": message 'no.Such' not found"#,
+            ),
+            (
+                r#"{"choiceText":"a","choiceNested":{}}"#,
+                "multiple fields provided for oneof 'choice'",
+            ),
+        ];
+        for (input, want) in cases {
+            let e = parse_error(&t, input);
+            assert!(e.message.contains(want), "{input}: {}", e.message);
+        }
     }
 
     #[test]
@@ -695,7 +1228,8 @@ mod tests {
         assert_eq!(&m.response_to_json(&[]).unwrap()[..], b"{}");
         // Unknown fields in responses are dropped.
         assert_eq!(
-            &m.response_to_json(&[0x0a, 0x01, b'a', 0xf8, 0x01, 0x01]).unwrap()[..],
+            &m.response_to_json(&[0x0a, 0x01, b'a', 0xf8, 0x01, 0x01])
+                .unwrap()[..],
             br#"{"message":"a"}"#
         );
     }
@@ -804,19 +1338,35 @@ mod tests {
         let e = Schema::from_file_protos(vec![user]).unwrap_err();
         assert!(e.contains("dep.proto") && e.contains("user.proto"), "{e}");
         assert!(Schema::from_descriptor_set(b"\xff\xff").is_err());
-        assert_eq!(Schema::from_file_protos(vec![dep]).unwrap().services().len(), 0);
-    }
-}
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod scratch {
-    #[test]
-    fn print_errors() {
-        let s = super::Schema::from_descriptor_set(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/types.binpb"))).unwrap();
-        let m = s.method("/switchboard.testing.v1.TypesService/Echo").unwrap();
-        for j in [r#"{"anInt32":"abc"}"#, r#"{"anInt32":1.5}"#, r#"{"anInt32":4294967296}"#, r#"{"bogus":1}"#, r#"{"nested":{"bogus":1}}"#, r#"{"nested":{"values":[1,"z"]}}"#, r#"{"when":"yesterday"}"#, r#"{"blobs":["%%%"]}"#,r#"{"packed":{"@type":"type.googleapis.com/no.Such","a":1}}"#, r#"{"choiceText":"a","choiceNested":{}}"#, "{} x", "[]", "null", r#"{"counts":{"a":"x"}}"#, r#"{"colors":[null]}"#, r#"{"aString":5}"#, r#"{"anInt64":"1e3"}"#,
-          r#"{"packed":{"@type":"type.googleapis.com/google.protobuf.Empty"}}"#, r#"{"anInt32":1e2}"#, r#"{"anInt32":"7"}"#, r#"{"aSint64":"-1.0"}"#] {
-            println!("{j} => {:?}", m.request_to_proto(j.as_bytes(), false).map(|b| b.len()));
-        }
+
+        // A file that defines a bundled type under another name keeps its own definition.
+        let own = FileDescriptorProto {
+            name: Some("mine/status.proto".into()),
+            package: Some("google.rpc".into()),
+            message_type: vec![prost_types::DescriptorProto {
+                name: Some("BadRequest".into()),
+                ..Default::default()
+            }],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        let s = Schema::from_file_protos(vec![own]).unwrap();
+        assert_eq!(
+            s.detail_json("type.googleapis.com/google.rpc.BadRequest", &[]),
+            Some(serde_json::json!({}))
+        );
+        assert!(s
+            .detail_json(
+                "type.googleapis.com/google.protobuf.Duration",
+                &[0x08, 0x01]
+            )
+            .is_some());
+        assert_eq!(
+            Schema::from_file_protos(vec![dep])
+                .unwrap()
+                .services()
+                .len(),
+            0
+        );
     }
 }
