@@ -45,7 +45,14 @@ pub(crate) async fn forward(
 
 /// The answer to a call that has no route: 404, as a Connect server answers unknown paths.
 pub(crate) fn no_route(path: &str) -> Response<BoxBody> {
-    let status = Status::new(Code::Unimplemented, format!("no route for {path}"));
+    not_found(Status::new(
+        Code::Unimplemented,
+        format!("no route for {path}"),
+    ))
+}
+
+/// HTTP 404 with the Connect error JSON of `status`.
+pub(crate) fn not_found(status: Status) -> Response<BoxBody> {
     let mut res = unary_error(&status, HeaderMap::new(), HeaderMap::new());
     *res.status_mut() = StatusCode::NOT_FOUND;
     res

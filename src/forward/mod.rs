@@ -152,13 +152,17 @@ impl Proxy {
                     Codec::Proto => None,
                     Codec::Json => match self.json_plan(t, path).await {
                         Ok(json) => Some(json),
+                        // A method the schema does not know: answered like a Connect server
+                        // answers an unknown path.
+                        Err(status) if status.code == Code::Unimplemented => {
+                            return connect::not_found(status)
+                        }
                         Err(status) => return connect::early_error(mode, status),
                     },
                 };
-                if mode.kind == crate::protocol::connect::Kind::Get {
-                    if let Some(refusal) = self.refuse_get(t, path, json.as_ref()).await {
-                        return refusal;
-                    }
+                if let Some(refusal) = self.check_connect_shape(t, path, mode, json.as_ref()).await
+                {
+                    return refusal;
                 }
                 let call = Call::new(self.upstreams[t.upstream].clone(), t, timeout);
                 connect::forward(call, mode, json, req).await
@@ -185,14 +189,17 @@ impl Proxy {
         }
     }
 
-    /// Connect GET is only for methods without side effects; when the schema is known, others
-    /// are refused with 405.
-    async fn refuse_get(
+    /// When the schema of the method is known: Connect GET only for methods without side
+    /// effects (else 405), unary content types only for unary methods and streaming content
+    /// types only for streaming ones (else 415).
+    async fn check_connect_shape(
         &self,
         t: Target,
         path: &str,
+        mode: crate::protocol::connect::Mode,
         json: Option<&Json>,
     ) -> Option<Response<BoxBody>> {
+        use crate::protocol::connect::Kind;
         let method = match json {
             Some(j) => j.method().map(|(m, _)| m.clone()),
             None if self.schemas[t.upstream].has_source()
@@ -205,19 +212,30 @@ impl Proxy {
             }
             None => None,
         }?;
-        if method.no_side_effects() {
-            return None;
-        }
-        let mut res = reject(Rejection {
-            status: http::StatusCode::METHOD_NOT_ALLOWED,
-            message: format!("{path} has side effects; call it with POST (GET is only for methods with idempotency_level = NO_SIDE_EFFECTS)"),
-            header: Some((header::ALLOW, "POST")),
-        });
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        Some(res)
+        let streaming = method.client_streaming() || method.server_streaming();
+        let (status, message, allow) = match mode.kind {
+            Kind::Get if !method.no_side_effects() => (
+                http::StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} has side effects; call it with POST (GET is only for methods with idempotency_level = NO_SIDE_EFFECTS)"),
+                Some((header::ALLOW, "POST")),
+            ),
+            Kind::Get | Kind::Unary if streaming => (
+                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("{path} is a streaming method; use application/connect+proto or application/connect+json"),
+                Some((header::HeaderName::from_static("accept-post"), "application/connect+proto, application/connect+json")),
+            ),
+            Kind::Stream if !streaming => (
+                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("{path} is a unary method; use application/proto or application/json"),
+                Some((header::HeaderName::from_static("accept-post"), "application/proto, application/json")),
+            ),
+            _ => return None,
+        };
+        Some(reject(Rejection {
+            status,
+            message,
+            header: allow,
+        }))
     }
 
     fn route<B>(&self, req: &Request<B>) -> Option<Target> {

@@ -1,7 +1,9 @@
 //! Interop: third-party clients against the proxy in front of the tonic test backend.
 //!
 //! The clients live in `tests/interop/` (a small npm package, installed by `scripts/test.sh`):
-//! - `clients.mjs`: `@connectrpc/connect-node` transports (gRPC-Web over HTTP/1.1 and HTTP/2),
+//! - `clients.mjs`: `@connectrpc/connect-node` transports (gRPC-Web and Connect over HTTP/1.1
+//!   and HTTP/2, protobuf; with `--json` also their JSON forms, run against a proxy that
+//!   transcodes with descriptors from the backend's server reflection),
 //! - `buf-curl.mjs`: `buf curl` with `--protocol grpcweb` and `--protocol grpc`.
 //!
 //! Each script prints one PASS/FAIL line per case and exits non-zero if any failed. Both read
@@ -31,6 +33,28 @@ async fn buf_curl() {
     run_against_proxy("buf-curl.mjs").await;
 }
 
+/// The JSON transports of `clients.mjs` (Connect JSON, Connect GET with JSON, gRPC-Web JSON):
+/// the backend speaks protobuf only, so the proxy transcodes with the schema it gets from the
+/// backend's server reflection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_node_json_clients() {
+    if !prerequisites_present() {
+        return;
+    }
+    let (backend, reflection) =
+        support::backend::spawn_backend_with_reflection(support::backend::ReflectionVersion::V1)
+            .await;
+    let yaml = support::one_upstream_yaml(&backend.url, &["json: { reflection: true }"], &[]);
+    let proxy = support::spawn_proxy_yaml(&yaml).await;
+    run_script("clients.mjs", &proxy.url, &["--json", "--only", "json-"]).await;
+    assert!(
+        reflection.calls.get() > 0,
+        "the proxy never asked the backend's server reflection"
+    );
+    drop(proxy);
+    drop(backend);
+}
+
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
@@ -44,15 +68,22 @@ async fn run_against_proxy(script: &str) {
     }
     let backend = support::spawn_backend().await;
     let proxy = support::spawn_proxy(&backend.url).await;
-    let url = proxy.url.clone();
+    run_script(script, &proxy.url, &[]).await;
+    drop(proxy);
+    drop(backend);
+}
+
+/// Runs `node tests/interop/SCRIPT --url URL --descriptor … EXTRA…`, asserts it passed.
+async fn run_script(script: &str, url: &str, extra: &[&str]) {
     let script_path = interop_dir().join(script);
-    let args = vec![
+    let mut args = vec![
         script_path.display().to_string(),
         "--url".to_owned(),
         url.trim_end_matches('/').to_owned(),
         "--descriptor".to_owned(),
         DESCRIPTOR.to_owned(),
     ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     let out = tokio::task::spawn_blocking(move || run_with_timeout("node", &args, SCRIPT_TIMEOUT))
         .await
         .expect("runner thread panicked");
@@ -77,8 +108,6 @@ async fn run_against_proxy(script: &str) {
         out.stdout.lines().any(|l| l.starts_with("PASS ")),
         "{script} ran no case"
     );
-    drop(proxy);
-    drop(backend);
 }
 
 /// True when node and the npm packages are there; false (skip) when they are missing and

@@ -5,10 +5,15 @@
 //   node tests/interop/clients.mjs --url http://127.0.0.1:PORT --descriptor testing_descriptor.bin
 //   node tests/interop/clients.mjs --list                 # names of every case
 //   ... --only grpc-web/http2 --only "unary echo"          # run cases whose name contains any
+//   ... --json --only json-                                # the JSON transports (see below)
 //
 // Exit status: 0 when every case passed, 1 when any failed, 2 on bad usage.
 // The service schema is read at run time from the descriptor set that build.rs writes, so
 // nothing here is generated code.
+//
+// The JSON transports (names starting with "json-": Connect JSON, Connect GET with JSON and
+// gRPC-Web JSON) only run with --json: the test backend speaks protobuf only, so they need a
+// proxy that transcodes, i.e. one configured with descriptors or server reflection.
 
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
@@ -29,6 +34,7 @@ import {
 //   streaming: which streaming shapes the transport can carry besides server streaming
 //   deadline:  the header (name, value) that asks for a 200 ms deadline without a client timer
 //   only:      when set, the names of the only cases this transport runs
+//   json:      a JSON transport, run only with --json
 const GRPC_WEB_DEADLINE = ["grpc-timeout", "200m"];
 const CONNECT_DEADLINE = ["connect-timeout-ms", "200"];
 const TRANSPORTS = [
@@ -77,6 +83,58 @@ const TRANSPORTS = [
     streaming: { client: false, bidi: false },
     deadline: CONNECT_DEADLINE,
     only: ["lookup", "lookup error with details", "lookup deadline exceeded"],
+  },
+  // JSON (ProtoJSON) transports: the proxy transcodes to and from protobuf.
+  {
+    name: "json-grpc-web/http1.1",
+    create: (baseUrl) =>
+      createGrpcWebTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false }),
+    streaming: { client: true, bidi: false },
+    deadline: GRPC_WEB_DEADLINE,
+    json: true,
+  },
+  {
+    name: "json-grpc-web/http2",
+    create: (baseUrl) =>
+      createGrpcWebTransport({ baseUrl, httpVersion: "2", useBinaryFormat: false }),
+    streaming: { client: true, bidi: true },
+    deadline: GRPC_WEB_DEADLINE,
+    json: true,
+  },
+  {
+    name: "json-connect/http1.1",
+    create: (baseUrl) =>
+      createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false }),
+    streaming: { client: true, bidi: false },
+    deadline: CONNECT_DEADLINE,
+    json: true,
+  },
+  {
+    name: "json-connect/http2",
+    create: (baseUrl) =>
+      createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: false }),
+    streaming: { client: true, bidi: true },
+    deadline: CONNECT_DEADLINE,
+    json: true,
+  },
+  {
+    // GET with encoding=json: the message travels as JSON in the query.
+    name: "json-connect-get/http1.1",
+    create: (baseUrl) =>
+      createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: false, useHttpGet: true }),
+    streaming: { client: false, bidi: false },
+    deadline: CONNECT_DEADLINE,
+    only: ["lookup", "lookup error with details", "lookup deadline exceeded"],
+    json: true,
+  },
+  {
+    name: "json-connect-get/http2",
+    create: (baseUrl) =>
+      createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: false, useHttpGet: true }),
+    streaming: { client: false, bidi: false },
+    deadline: CONNECT_DEADLINE,
+    only: ["lookup", "lookup error with details", "lookup deadline exceeded"],
+    json: true,
   },
 ];
 
@@ -199,7 +257,7 @@ const CASES = [
       let headers;
       const res = await client.lookup({ message: "cacheable" }, { signal, onHeader: (h) => (headers = h) });
       checkEq(res.message, "cacheable", "message");
-      if (transport.name.startsWith("connect-get")) {
+      if (transport.name.startsWith("connect-get") || transport.name.startsWith("json-connect-get")) {
         // Only GET responses vary by accept-encoding: proof that the call really was a GET.
         check((headers?.get("vary") ?? "").includes("accept-encoding"), `vary: ${headers?.get("vary")}`);
       }
@@ -330,9 +388,10 @@ function grpcTimeoutMs(value) {
   return Number(m[1]) * unit;
 }
 
-function allCases(service, baseUrl) {
+function allCases(service, baseUrl, { json = false } = {}) {
   const out = [];
   for (const t of TRANSPORTS) {
+    if (t.json && !json) continue;
     let client;
     const get = () => (client ??= createClient(service, t.create(baseUrl)));
     for (const c of CASES) {
@@ -344,12 +403,13 @@ function allCases(service, baseUrl) {
   return out;
 }
 
-const USAGE = `usage: node clients.mjs --url BASE_URL --descriptor FILE [--only TEXT]... | --list`;
+const USAGE = `usage: node clients.mjs --url BASE_URL --descriptor FILE [--json] [--only TEXT]... | [--json] --list
+  --json   also run the JSON transports (names starting with "json-"); the proxy must transcode`;
 
 async function main() {
-  const args = parseCommonArgs(USAGE);
+  const args = parseCommonArgs(USAGE, { json: { type: "boolean" } });
   const service = args.list ? undefined : getService(loadRegistry(args.descriptor));
-  let cases = allCases(service, args.url);
+  let cases = allCases(service, args.url, { json: args.json === true });
   if (args.only) cases = cases.filter((c) => args.only.some((o) => c.name.includes(o)));
   if (args.list) {
     for (const c of cases) console.log(c.name);

@@ -424,3 +424,148 @@ impl TestService for Svc {
         Ok(tonic::Response::new(Box::pin(out)))
     }
 }
+
+/// The FileDescriptorSet of testing.proto, written by build.rs.
+pub(crate) const TESTING_DESCRIPTOR: &str = concat!(env!("OUT_DIR"), "/testing_descriptor.bin");
+
+/// Which gRPC server reflection service a backend from [`spawn_backend_with_reflection`]
+/// offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReflectionVersion {
+    /// `grpc.reflection.v1` only.
+    V1,
+    /// `grpc.reflection.v1alpha` only: v1 calls get UNIMPLEMENTED, as from an older server.
+    V1AlphaOnly,
+}
+
+/// The server reflection side of a backend from [`spawn_backend_with_reflection`].
+#[derive(Debug)]
+pub(crate) struct Reflection {
+    /// Reflection calls received (either version, answered or refused).
+    pub(crate) calls: Counter,
+    /// The path of every reflection call, in order.
+    pub(crate) paths: Mutex<Vec<String>>,
+    /// While false, every reflection call is answered UNIMPLEMENTED.
+    pub(crate) enabled: std::sync::atomic::AtomicBool,
+}
+
+impl Reflection {
+    /// Paths of the reflection calls so far.
+    pub(crate) fn paths(&self) -> Vec<String> {
+        self.paths.lock().unwrap().clone()
+    }
+
+    /// Turns the reflection service on or off.
+    pub(crate) fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The body of every response of a reflecting backend.
+type AnyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Status>;
+
+/// Starts the test backend (h2c) serving gRPC server reflection as well, built from
+/// [`TESTING_DESCRIPTOR`]. Reflection calls are not counted in [`BackendState::calls`] nor
+/// recorded in [`BackendState::last_headers`]; they are counted in [`Reflection`].
+pub(crate) async fn spawn_backend_with_reflection(
+    version: ReflectionVersion,
+) -> (Backend, Arc<Reflection>) {
+    let listener = TcpListener::bind(super::loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = Arc::new(BackendState::default());
+    let reflection = Arc::new(Reflection {
+        calls: Counter::default(),
+        paths: Mutex::new(Vec::new()),
+        enabled: std::sync::atomic::AtomicBool::new(true),
+    });
+    let task = tokio::spawn(reflecting_accept_loop(
+        listener,
+        state.clone(),
+        reflection.clone(),
+        version,
+    ));
+    let backend = Backend {
+        addr,
+        url: format!("http://{addr}"),
+        state,
+        task: AbortOnDrop(task),
+    };
+    (backend, reflection)
+}
+
+async fn reflecting_accept_loop(
+    listener: TcpListener,
+    state: Arc<BackendState>,
+    reflection: Arc<Reflection>,
+    version: ReflectionVersion,
+) {
+    let descriptors = std::fs::read(TESTING_DESCRIPTOR).unwrap();
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(&descriptors)
+        .build_v1()
+        .unwrap();
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(&descriptors)
+        .build_v1alpha()
+        .unwrap();
+    let svc = TestServiceServer::from_arc(Arc::new(Svc {
+        state: state.clone(),
+    }))
+    .max_decoding_message_size(usize::MAX)
+    .max_encoding_message_size(usize::MAX);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        state.connections.incr();
+        let (svc, state, reflection) = (svc.clone(), state.clone(), reflection.clone());
+        let (v1, v1alpha) = (v1.clone(), v1alpha.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (svc, state, reflection) = (svc.clone(), state.clone(), reflection.clone());
+                let (mut v1, mut v1alpha) = (v1.clone(), v1alpha.clone());
+                async move {
+                    let path = req.uri().path().to_owned();
+                    if !path.starts_with("/grpc.reflection.") {
+                        let res = handle(req, svc, state).await?;
+                        return Ok::<_, Infallible>(res.map(|b| b.boxed_unsync()));
+                    }
+                    reflection.paths.lock().unwrap().push(path.clone());
+                    reflection.calls.incr();
+                    let enabled = reflection.enabled.load(std::sync::atomic::Ordering::SeqCst);
+                    let res = match (enabled, version) {
+                        (true, ReflectionVersion::V1)
+                            if path.starts_with("/grpc.reflection.v1.") =>
+                        {
+                            v1.call(req).await?.map(|b| b.boxed_unsync())
+                        }
+                        (true, ReflectionVersion::V1AlphaOnly)
+                            if path.starts_with("/grpc.reflection.v1alpha.") =>
+                        {
+                            v1alpha.call(req).await?.map(|b| b.boxed_unsync())
+                        }
+                        _ => unimplemented_response(&path),
+                    };
+                    Ok(res)
+                }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+/// A Trailers-Only UNIMPLEMENTED answer, as a gRPC server gives for a service it lacks.
+fn unimplemented_response(path: &str) -> Response<AnyBody> {
+    Response::builder()
+        .header("content-type", "application/grpc")
+        .header("grpc-status", "12")
+        .header("grpc-message", format!("unknown service {path}"))
+        .body(
+            http_body_util::Empty::new()
+                .map_err(|never: Infallible| match never {})
+                .boxed_unsync(),
+        )
+        .unwrap()
+}
