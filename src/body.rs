@@ -432,6 +432,46 @@ impl GrpcStream {
 
 use std::future::Future as _;
 
+/// How one caller protocol writes a reply: message bytes (as they arrive) and the end.
+pub(crate) trait Render: Send + Unpin + 'static {
+    /// Bytes of upstream frames, rewritten for the caller (unchanged by default).
+    fn data(&mut self, data: Bytes) -> Bytes {
+        data
+    }
+
+    /// The last frame of the response, carrying the status.
+    fn end(&mut self, end: End) -> Frame<Bytes>;
+}
+
+/// A response body that streams a [`GrpcStream`] through a [`Render`].
+pub(crate) struct RenderBody<R> {
+    stream: GrpcStream,
+    render: R,
+}
+
+impl<R: Render> RenderBody<R> {
+    pub(crate) fn new(stream: GrpcStream, render: R) -> RenderBody<R> {
+        RenderBody { stream, render }
+    }
+}
+
+impl<R: Render> Body for RenderBody<R> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match ready!(this.stream.poll_event(cx)) {
+            None => Poll::Ready(None),
+            Some(Event::Data(data)) => Poll::Ready(Some(Ok(Frame::data(this.render.data(data))))),
+            Some(Event::End(end)) => Poll::Ready(Some(Ok(this.render.end(end)))),
+        }
+    }
+}
+
 /// The status for a call whose deadline passed.
 pub(crate) fn deadline_exceeded() -> Status {
     Status::new(Code::DeadlineExceeded, "deadline exceeded")

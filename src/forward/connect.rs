@@ -3,20 +3,18 @@
 //! trailers. Streams: envelopes pass through; the end becomes the end-stream message.
 
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body::{Body, Frame};
+use http_body::Frame;
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 
 use super::call::{upstream_request, Call, Reply};
 use super::Json;
-use crate::body::{self, BoxBody, BoxError, End, Event, GrpcStream, RequestBody};
+use crate::body::{self, BoxBody, End, Event, GrpcStream, Render, RenderBody, RequestBody};
 use crate::protocol::compression::{self, Encoding};
 use crate::protocol::connect::{self, error, get, Kind, Mode, FLAG_END_STREAM};
 use crate::protocol::grpc::frame::{self, FrameDecoder, FLAG_COMPRESSED};
@@ -351,36 +349,17 @@ fn stream_response(mode: Mode, reply: Reply, client_gzip: bool) -> Response<BoxB
         );
     }
     metadata.insert(header::CONTENT_TYPE, mode.content_type());
-    let mut res = Response::new(
-        ConnectStreamBody {
-            stream: reply.stream,
-        }
-        .boxed_unsync(),
-    );
+    let mut res = Response::new(RenderBody::new(reply.stream, ConnectStreamRender).boxed_unsync());
     *res.headers_mut() = metadata;
     res
 }
 
-struct ConnectStreamBody {
-    stream: GrpcStream,
-}
+/// Connect streams: envelopes unchanged, the end as the end-stream message.
+struct ConnectStreamRender;
 
-impl Body for ConnectStreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.stream.poll_event(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Ready(Some(Event::Data(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
-            Poll::Ready(Some(Event::End(end))) => {
-                let json = error::end_stream_json(&end.status, &end.metadata);
-                Poll::Ready(Some(Ok(Frame::data(frame::encode(FLAG_END_STREAM, &json)))))
-            }
-        }
+impl Render for ConnectStreamRender {
+    fn end(&mut self, end: End) -> Frame<Bytes> {
+        let json = error::end_stream_json(&end.status, &end.metadata);
+        Frame::data(frame::encode(FLAG_END_STREAM, &json))
     }
 }

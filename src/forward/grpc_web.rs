@@ -1,20 +1,18 @@
 //! gRPC-Web calls: caller body decoded and checked on the way up; upstream messages passed
 //! through (base64 per chunk in text mode) and the end written as one trailer frame.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use http_body::{Body, Frame};
+use http_body::Frame;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
 use super::call::{upstream_request, Call, Reply};
 use super::Json;
-use crate::body::{BoxBody, BoxError, Event, GrpcStream, RequestBody};
+use crate::body::{BoxBody, End, Render, RenderBody, RequestBody};
 use crate::protocol::compression::{self, Encoding};
 use crate::protocol::grpc::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO};
 use crate::protocol::grpc_web::{encode_text, trailer_frame, Mode};
@@ -93,44 +91,37 @@ pub(crate) fn header_text(headers: &http::HeaderMap, name: &str) -> String {
 /// trailer frame with the status and trailing metadata (also for Trailers-Only replies, so
 /// status never hides in headers behind an empty trailer frame).
 pub(crate) fn respond(mode: &Mode, reply: Reply) -> Response<BoxBody> {
-    let mut res = Response::new(
-        GrpcWebBody {
-            stream: reply.stream,
-            text: mode.text_response,
-        }
-        .boxed_unsync(),
-    );
+    let render = GrpcWebRender {
+        text: mode.text_response,
+    };
+    let mut res = Response::new(RenderBody::new(reply.stream, render).boxed_unsync());
     let headers = res.headers_mut();
     *headers = reply.metadata;
     headers.insert(header::CONTENT_TYPE, mode.response_content_type.clone());
     res
 }
 
-struct GrpcWebBody {
-    stream: GrpcStream,
+/// gRPC-Web: frames unchanged, the end as a trailer frame; all of it base64 in text mode.
+struct GrpcWebRender {
     text: bool,
 }
 
-impl Body for GrpcWebBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let bytes = match this.stream.poll_event(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Event::Data(data))) => data,
-            Poll::Ready(Some(Event::End(end))) => trailer_frame(&end.status, &end.metadata),
-        };
-        let bytes = if this.text {
+impl GrpcWebRender {
+    fn encode(&self, bytes: Bytes) -> Bytes {
+        if self.text {
             encode_text(&bytes)
         } else {
             bytes
-        };
-        Poll::Ready(Some(Ok(Frame::data(bytes))))
+        }
+    }
+}
+
+impl Render for GrpcWebRender {
+    fn data(&mut self, data: Bytes) -> Bytes {
+        self.encode(data)
+    }
+
+    fn end(&mut self, end: End) -> Frame<Bytes> {
+        Frame::data(self.encode(trailer_frame(&end.status, &end.metadata)))
     }
 }
