@@ -3,8 +3,14 @@
 
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { create, createFileRegistry, fromBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { create, createFileRegistry, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  anyPack,
+  anyUnpack,
+  file_google_protobuf_any,
+  FileDescriptorProtoSchema,
+  FileDescriptorSetSchema,
+} from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 
 export const SERVICE = "switchboard.testing.v1.TestService";
@@ -89,6 +95,75 @@ export const BadRequestSchema = (() => {
   });
   return createFileRegistry(file, () => undefined).getMessage("google.rpc.BadRequest");
 })();
+
+/** google.rpc.Status (the message inside grpc-status-details-bin), described by hand too. */
+export const RpcStatusSchema = (() => {
+  const [LABEL_OPTIONAL, LABEL_REPEATED, TYPE_INT32, TYPE_STRING, TYPE_MESSAGE] = [1, 3, 5, 9, 11];
+  const file = create(FileDescriptorProtoSchema, {
+    name: "google/rpc/status.proto",
+    package: "google.rpc",
+    syntax: "proto3",
+    dependency: ["google/protobuf/any.proto"],
+    messageType: [
+      {
+        name: "Status",
+        field: [
+          { name: "code", jsonName: "code", number: 1, label: LABEL_OPTIONAL, type: TYPE_INT32 },
+          { name: "message", jsonName: "message", number: 2, label: LABEL_OPTIONAL, type: TYPE_STRING },
+          {
+            name: "details",
+            jsonName: "details",
+            number: 3,
+            label: LABEL_REPEATED,
+            type: TYPE_MESSAGE,
+            typeName: ".google.protobuf.Any",
+          },
+        ],
+      },
+    ],
+  });
+  return createFileRegistry(file, (name) =>
+    name === "google/protobuf/any.proto" ? file_google_protobuf_any : undefined,
+  ).getMessage("google.rpc.Status");
+})();
+
+/** The detail the test backends attach to errors: BadRequest{message: must not be empty}. */
+export const TEST_BAD_REQUEST = { field: "message", description: "must not be empty" };
+
+/**
+ * The grpc-status-details-bin value (binary google.rpc.Status) the test backends send for an
+ * error with details: the status plus one google.rpc.BadRequest.
+ */
+export function badRequestStatusBin(code, message) {
+  const badRequest = create(BadRequestSchema, { fieldViolations: [TEST_BAD_REQUEST] });
+  const status = create(RpcStatusSchema, {
+    code,
+    message,
+    details: [anyPack(BadRequestSchema, badRequest)],
+  });
+  return toBinary(RpcStatusSchema, status);
+}
+
+/**
+ * Decodes a grpc-status-details-bin value (bytes, or base64 with or without padding as it
+ * appears in HTTP metadata) to { code, message, badRequests: BadRequest[], typeUrls: string[] }.
+ * Throws a CheckError when it is not a google.rpc.Status.
+ */
+export function decodeStatusDetailsBin(value) {
+  const bytes = typeof value === "string" ? Buffer.from(value, "base64") : value;
+  let status;
+  try {
+    status = fromBinary(RpcStatusSchema, bytes);
+  } catch (e) {
+    throw new CheckError(`grpc-status-details-bin does not decode as google.rpc.Status: ${e.message}`);
+  }
+  return {
+    code: status.code,
+    message: status.message,
+    typeUrls: status.details.map((d) => d.typeUrl),
+    badRequests: status.details.map((d) => anyUnpack(d, BadRequestSchema)).filter((m) => m !== undefined),
+  };
+}
 
 export class CheckError extends Error {}
 
