@@ -12,5 +12,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("testing_descriptor.bin"))
         .compile_protos(&["proto/switchboard/testing/v1/testing.proto"], &["proto"])?;
+    // The demo service is part of the binary (`switchboard demo`): server only, since the
+    // library has no tonic transport; its descriptor set drives the proxy's JSON transcoding.
+    tonic_prost_build::configure()
+        .build_client(false)
+        .file_descriptor_set_path(out.join("demo_descriptor.bin"))
+        .compile_protos(&["proto/switchboard/demo/v1/demo.proto"], &["proto"])?;
     Ok(())
 }

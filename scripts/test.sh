@@ -37,6 +37,7 @@ need_apt() {
 
 need_apt node nodejs
 need_apt npm npm
+need_apt chromium chromium
 
 # --- npm packages of the interop clients (tests/interop) ----------------------------------------
 # `npm ci` when node_modules is missing or was installed from another package-lock.json.
@@ -54,8 +55,42 @@ else
   say "tests/interop/node_modules is up to date with package-lock.json"
 fi
 
+# --- npm packages of the demo page's build (web-demo) and the browser tests (tests/browser) -----
+# The same rule as above. --ignore-scripts: esbuild's install script only checks its binary, which
+# esbuild finds in its platform package by itself; playwright-core downloads no browser (the
+# tests use the Debian chromium).
+for dir in "$ROOT/web-demo" "$ROOT/tests/browser"; do
+  stamp="$dir/node_modules/.switchboard-package-lock.sha256"
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  have="$(cat "$stamp" 2>/dev/null || true)"
+  if [ "$want" != "$have" ] || [ ! -d "$dir/node_modules" ]; then
+    say "npm ci in ${dir#"$ROOT/"}"
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    printf '%s\n' "$want" >"$stamp"
+  else
+    say "${dir#"$ROOT/"}/node_modules is up to date with package-lock.json"
+  fi
+done
+
 # --- Python packages ---------------------------------------------------------------------------
-# Later: `python3 -m pip install -r tests/interop/requirements.txt` (grpcio backend) goes here.
+# The grpcio test backend's packages (tests/interop/requirements.txt, exact pins): pip install
+# when the requirements or the interpreter changed since the last install, or an import fails.
+# PIP_BREAK_SYSTEM_PACKAGES: a Debian system python3 (PEP 668) refuses pip installs without it.
+need_apt python3 python3
+python3 -m pip --version >/dev/null 2>&1 || need_apt pip3 python3-pip
+PY_STAMP="$INTEROP/.cache/pip-requirements.sha256"
+PY_IMPORTS='import grpc, grpc_tools.protoc, grpc_status.rpc_status, google.rpc.error_details_pb2'
+py_want="$( (cat "$INTEROP/requirements.txt"; python3 -c 'import sys; print(sys.executable, sys.version)') | sha256sum | cut -d' ' -f1)"
+py_have="$(cat "$PY_STAMP" 2>/dev/null || true)"
+if [ "$py_want" != "$py_have" ] || ! python3 -c "$PY_IMPORTS" >/dev/null 2>&1; then
+  say "pip install -r tests/interop/requirements.txt ($(python3 --version 2>&1))"
+  PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    python3 -m pip install --quiet -r "$INTEROP/requirements.txt"
+  mkdir -p "$(dirname "$PY_STAMP")"
+  printf '%s\n' "$py_want" >"$PY_STAMP"
+else
+  say "the Python packages of tests/interop/requirements.txt are installed"
+fi
 
 # --- The tests ---------------------------------------------------------------------------------
 say "cargo test --all-targets --no-fail-fast $*"

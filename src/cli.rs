@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// and native gRPC, and forwards native gRPC over HTTP/2 to backends.
 ///
 /// Run from a YAML file with --config, or in quick mode with --listen and --upstream.
+/// New here? `switchboard demo` starts a demo service and a web page that calls it.
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -46,6 +47,16 @@ pub enum Command {
         /// The YAML config file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Run the demo: a gRPC service, the proxy and a web page that calls it, on one port.
+    ///
+    /// The page calls the embedded demo service through the proxy in every protocol (Connect
+    /// JSON and proto, gRPC-Web binary and text). Open the printed URL in a browser; Ctrl-C
+    /// stops it.
+    Demo {
+        /// Where to serve the page and the proxy.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
     },
 }
 

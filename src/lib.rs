@@ -20,6 +20,7 @@ mod body;
 pub mod cli;
 pub mod config;
 mod cors;
+pub mod demo;
 mod forward;
 pub mod protocol;
 mod routing;

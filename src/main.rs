@@ -31,6 +31,9 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Demo { listen }) = cli.command {
+        return run_demo(listen);
+    }
     if let Some(Command::Check { config }) = cli.command {
         let c = Config::load(&config)?;
         c.check_files().map_err(anyhow::Error::msg)?;
@@ -54,33 +57,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let stop = shutdown_signal();
         let running = switchboard::spawn(config).await?;
-        shutdown_signal().await;
+        stop.await;
         tracing::info!("shutting down: draining open calls");
         running.shutdown().await;
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// `switchboard demo`: the demo service, the proxy and the page until Ctrl-C.
+fn run_demo(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        // Listening for Ctrl-C before the URL is out, so an early one is not lost.
+        let stop = shutdown_signal();
+        let demo = switchboard::demo::spawn(listen).await?;
+        println!(
+            "Switchboard demo: open {} in your browser (Ctrl-C stops it)",
+            demo.url()
+        );
+        stop.await;
+        tracing::info!("shutting down the demo");
+        demo.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Listens for SIGINT (Ctrl-C) and SIGTERM from now on, so a signal that arrives before the
+/// returned future is first polled is not lost; the future resolves on the first one.
+/// Call it inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

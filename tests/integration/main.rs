@@ -10,5 +10,5 @@ mod errors;
 mod grpc;
 mod grpc_web;
 mod interop;
-mod matrix;
 mod json;
+mod matrix;
