@@ -92,7 +92,8 @@ impl Recode {
 }
 
 pub(crate) struct RequestBody {
-    inner: Incoming,
+    /// Taken only when the body is dropped unfinished (see `Drop`).
+    inner: Option<Incoming>,
     text: Option<TextDecoder>,
     scanner: FrameScanner,
     /// Set when request messages are rewritten: decompressed and/or transformed.
@@ -110,7 +111,7 @@ impl RequestBody {
         failure: FailureSlot,
     ) -> RequestBody {
         RequestBody {
-            inner,
+            inner: Some(inner),
             text: text.then(TextDecoder::default),
             scanner: FrameScanner::new(limit, FLAG_COMPRESSED),
             recode: None,
@@ -137,6 +138,37 @@ impl RequestBody {
     }
 }
 
+/// How long, and how much, an abandoned caller body is read to keep its connection usable.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+const DRAIN_BYTES: usize = 1 << 20;
+
+impl Drop for RequestBody {
+    /// An upstream that answers before it has read the whole request (and resets the stream,
+    /// as gRPC servers may) leaves the caller's body unread; an HTTP/1.1 connection could then
+    /// not carry another request. Read what is left, within bounds, so it can.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (Some(mut inner), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                let mut seen = 0usize;
+                while let Some(Ok(frame)) = inner.frame().await {
+                    seen += frame.data_ref().map_or(0, |d| d.len());
+                    if seen > DRAIN_BYTES {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
+    }
+}
+
 fn request_frame_status(e: &FrameError) -> Status {
     match e {
         FrameError::TooLarge { .. } => Status::new(Code::ResourceExhausted, format!("request {e}")),
@@ -160,7 +192,10 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         }
         loop {
-            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(Pin::new(inner).poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     let Ok(mut data) = frame.into_data() else {
                         // Callers must not send request trailers; they are dropped.
