@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use tonic::Code;
 
 use crate::support::client::{empty, full};
+use crate::support::process::run;
 use crate::support::wire::frame_with_flag;
 use crate::support::*;
 
@@ -320,52 +321,6 @@ fn prerequisites(what: &str, needed: &[(&Path, &str)]) -> bool {
         "{problem}. Run scripts/test.sh (it installs what the tests need, then runs every test), \
          or set SWITCHBOARD_SKIP_INTEROP=1 to skip the tests that need Node"
     );
-}
-
-struct Output {
-    success: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs a program in `dir` to completion, killing it after `timeout`.
-fn run(program: &str, args: &[&str], dir: &Path, timeout: Duration) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-    let read_all = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
-    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + timeout;
-    let (success, status) = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the child failed") {
-            break (status.success(), status.to_string());
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break (false, format!("killed after {timeout:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        success,
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
 }
 
 /// Every file under `dir`, as paths relative to it, sorted.

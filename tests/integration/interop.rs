@@ -11,10 +11,10 @@
 //! Without `tests/interop/node_modules` these tests fail, unless `SWITCHBOARD_SKIP_INTEROP=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support;
 
@@ -84,9 +84,11 @@ async fn run_script(script: &str, url: &str, extra: &[&str]) {
         DESCRIPTOR.to_owned(),
     ];
     args.extend(extra.iter().map(|a| (*a).to_owned()));
-    let out = tokio::task::spawn_blocking(move || run_with_timeout("node", &args, SCRIPT_TIMEOUT))
-        .await
-        .expect("runner thread panicked");
+    let out = tokio::task::spawn_blocking(move || {
+        support::process::run("node", &args, &interop_dir(), SCRIPT_TIMEOUT)
+    })
+    .await
+    .expect("runner thread panicked");
     // Printed past the test harness's capture, so the PASS lines show in every test log.
     let report = format!(
         "---- interop {script} ----\n{}{}{}---- end of {script} ----\n",
@@ -142,50 +144,4 @@ fn prerequisites_present() -> bool {
         "{problem}. Run scripts/test.sh (it installs them with npm ci, then runs every test), \
          or set SWITCHBOARD_SKIP_INTEROP=1 to skip the interop tests"
     );
-}
-
-struct Output {
-    success: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs a program to completion, killing it after `timeout`.
-fn run_with_timeout(program: &str, args: &[String], timeout: Duration) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(interop_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-    let read_all = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
-    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + timeout;
-    let (success, status) = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the child failed") {
-            break (status.success(), status.to_string());
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break (false, format!("killed after {timeout:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        success,
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
 }
