@@ -17,6 +17,7 @@ use bytes::BytesMut;
 
 use crate::protocol::compression::{self, Encoding};
 use crate::protocol::grpc::frame::{self, FrameDecoder, FrameError, FrameScanner, FLAG_COMPRESSED};
+use crate::protocol::grpc::status::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS_BIN};
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::grpc_web::TextDecoder;
 use crate::upstream::StreamGuard;
@@ -131,6 +132,14 @@ impl RequestBody {
         self
     }
 
+    /// Whether the body ended cleanly: no partial base64 quantum, no partial frame.
+    fn check_end(&self) -> Result<(), Status> {
+        if let Some(Err(e)) = self.text.as_ref().map(TextDecoder::finish) {
+            return Err(Status::new(Code::InvalidArgument, e.to_string()));
+        }
+        self.scanner.finish().map_err(|e| request_frame_status(&e))
+    }
+
     fn fail(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
         let _ = self.failure.set(status.clone());
@@ -222,6 +231,15 @@ impl Body for RequestBody {
                             Err(status) => return this.fail(status),
                         }
                     }
+                    // The caller's body is over (its length is known): check the end now, so
+                    // `is_end_stream` can say so and the last DATA frame upstream carries
+                    // END_STREAM instead of an empty frame following it.
+                    if this.inner.as_ref().is_some_and(Body::is_end_stream) {
+                        if let Err(status) = this.check_end() {
+                            return this.fail(status);
+                        }
+                        this.done = true;
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(e)) => {
@@ -230,17 +248,18 @@ impl Body for RequestBody {
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
                 None => {
-                    if let Some(Err(e)) = this.text.as_ref().map(TextDecoder::finish) {
-                        return this.fail(Status::new(Code::InvalidArgument, e.to_string()));
-                    }
-                    if let Err(e) = this.scanner.finish() {
-                        return this.fail(request_frame_status(&e));
+                    if let Err(status) = this.check_end() {
+                        return this.fail(status);
                     }
                     this.done = true;
                     return Poll::Ready(None);
                 }
             }
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
     }
 }
 
@@ -270,18 +289,12 @@ impl End {
                 format!("upstream {upstream:?} sent trailers without grpc-status"),
             )
         });
-        for name in [
-            "grpc-status",
-            "grpc-message",
-            "grpc-status-details-bin",
-            "content-type",
-            "content-length",
-            // HTTP's own, present when a Trailers-Only block doubles as response headers.
-            "date",
-        ] {
-            trailers.remove(name);
-        }
-        strip_hop_headers(&mut trailers);
+        remove_names(&mut trailers, |n| {
+            is_status_header(n)
+                // HTTP's own, present when a Trailers-Only block doubles as response headers.
+                || n == http::header::DATE
+                || crate::protocol::grpc::metadata::is_hop_or_protocol_header(n)
+        });
         End {
             status,
             metadata: trailers,
@@ -289,15 +302,35 @@ impl End {
     }
 }
 
+/// `grpc-status`, `grpc-message` or `grpc-status-details-bin`.
+pub(crate) fn is_status_header(name: &http::HeaderName) -> bool {
+    name == GRPC_STATUS || name == GRPC_MESSAGE || name == GRPC_STATUS_DETAILS_BIN
+}
+
 /// Removes headers that never travel as metadata.
 pub(crate) fn strip_hop_headers(headers: &mut HeaderMap) {
-    let names: Vec<_> = headers
-        .keys()
-        .filter(|n| crate::protocol::grpc::metadata::is_hop_or_protocol_header(n))
-        .cloned()
-        .collect();
-    for n in names {
-        headers.remove(n);
+    remove_names(headers, crate::protocol::grpc::metadata::is_hop_or_protocol_header);
+}
+
+/// Removes every header whose name `drop` selects. Usually none or all of them are (the map is
+/// then kept or cleared, keeping its capacity, without hashing), else a few: those are found
+/// and removed one by one rather than collected into a list.
+pub(crate) fn remove_names(headers: &mut HeaderMap, drop: impl Fn(&http::HeaderName) -> bool) {
+    let (mut some, mut all) = (false, true);
+    for name in headers.keys() {
+        let d = drop(name);
+        some |= d;
+        all &= d;
+    }
+    if !some {
+        return;
+    }
+    if all {
+        headers.clear();
+        return;
+    }
+    while let Some(name) = headers.keys().find(|n| drop(n)).cloned() {
+        headers.remove(name);
     }
 }
 
@@ -366,6 +399,11 @@ impl GrpcStream {
             pending_end: Some(end),
             recode: None,
         }
+    }
+
+    /// Whether the end has been delivered: nothing more will come.
+    pub(crate) fn is_over(&self) -> bool {
+        self.body.is_none() && self.pending_end.is_none()
     }
 
     fn finish(&mut self, end: End) -> Poll<Option<Event>> {
@@ -504,6 +542,12 @@ impl<R: Render> Body for RenderBody<R> {
             Some(Event::Data(data)) => Poll::Ready(Some(Ok(Frame::data(this.render.data(data))))),
             Some(Event::End(end)) => Poll::Ready(Some(Ok(this.render.end(end)))),
         }
+    }
+
+    /// True once the last frame is out, so servers can end the response with it (HTTP/1.1:
+    /// the closing chunk in the same write; HTTP/2: END_STREAM on the last frame).
+    fn is_end_stream(&self) -> bool {
+        self.stream.is_over()
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::body::{self, BoxBody, End, FailureSlot, GrpcStream};
 use crate::protocol::grpc::metadata::is_hop_or_protocol_header;
-use crate::protocol::grpc::status::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS_BIN};
+use crate::protocol::grpc::status::GRPC_STATUS;
 use crate::protocol::grpc::timeout::{encode_grpc_timeout, GRPC_TIMEOUT};
 use crate::protocol::grpc::{Code, Status};
 use crate::routing::Target;
@@ -60,7 +60,7 @@ impl Call {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let name = Arc::from(upstream.config.name.as_str());
+        let name = upstream.name.clone();
         Call {
             upstream,
             name,
@@ -72,17 +72,14 @@ impl Call {
 
     /// The upstream request headers: the caller's metadata without hop-by-hop and protocol
     /// headers, plus `content-type`, `te: trailers` and the remaining deadline budget.
+    /// The caller's map is reused: removing a few names costs less than building a new map.
     pub(crate) fn upstream_headers(
         &self,
-        caller: &HeaderMap,
+        caller: HeaderMap,
         content_type: HeaderValue,
     ) -> HeaderMap {
-        let mut h = HeaderMap::with_capacity(caller.len() + 3);
-        for (name, value) in caller {
-            if !is_hop_or_protocol_header(name) {
-                h.append(name.clone(), value.clone());
-            }
-        }
+        let mut h = caller;
+        body::strip_hop_headers(&mut h);
         h.insert(header::CONTENT_TYPE, content_type);
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         if let Some(d) = self.deadline {
@@ -135,7 +132,8 @@ impl Call {
             };
         }
         if parts.status != StatusCode::OK || !is_grpc {
-            let snippet = read_snippet(body, self.deadline).await;
+            // Boxed: a rare path that would otherwise enlarge every call's future.
+            let snippet = Box::pin(read_snippet(body, self.deadline)).await;
             let (code, what) = if parts.status != StatusCode::OK {
                 (
                     Code::from_http_status(parts.status),
@@ -157,10 +155,9 @@ impl Call {
         }
         let mut metadata = parts.headers;
         // A status in the headers of a response that has a body is not authoritative.
-        for name in [GRPC_STATUS, GRPC_MESSAGE, GRPC_STATUS_DETAILS_BIN] {
-            metadata.remove(name);
-        }
-        body::strip_hop_headers(&mut metadata);
+        body::remove_names(&mut metadata, |n| {
+            body::is_status_header(n) || is_hop_or_protocol_header(n)
+        });
         Reply {
             metadata,
             content_type,
@@ -209,12 +206,21 @@ async fn read_snippet(mut body: Incoming, deadline: Option<Instant>) -> String {
     line
 }
 
-/// Builds the upstream request from a path, headers and a body.
-pub(crate) fn upstream_request(path: &str, headers: HeaderMap, body: BoxBody) -> Request<BoxBody> {
+/// Builds the upstream request for the caller's URI (its path; a query, as in Connect GET, is
+/// dropped), with headers and a body.
+pub(crate) fn upstream_request(
+    caller: &http::Uri,
+    headers: HeaderMap,
+    body: BoxBody,
+) -> Request<BoxBody> {
     let mut req = Request::new(body);
     *req.method_mut() = http::Method::POST;
     *req.version_mut() = http::Version::HTTP_2;
-    *req.uri_mut() = http::Uri::try_from(path).unwrap_or_default();
+    // Without a query the caller's parsed path is reused as is (a reference-counted copy).
+    *req.uri_mut() = match caller.path_and_query() {
+        Some(pq) if pq.query().is_none() => http::Uri::from(pq.clone()),
+        _ => http::Uri::try_from(caller.path()).unwrap_or_default(),
+    };
     *req.headers_mut() = headers;
     req
 }

@@ -18,7 +18,9 @@ use crate::body::{self, BoxBody, End, Event, GrpcStream, Render, RenderBody, Req
 use crate::protocol::compression::{self, Encoding};
 use crate::protocol::connect::{self, error, get, Kind, Mode, FLAG_END_STREAM};
 use crate::protocol::grpc::frame::{self, FrameDecoder, FLAG_COMPRESSED};
-use crate::protocol::grpc::{Code, Status, CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO};
+use crate::protocol::grpc::{
+    Code, Status, CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO, GRPC_ACCEPT_ENCODING, GRPC_ENCODING,
+};
 use crate::protocol::json::Method;
 use crate::protocol::Codec;
 
@@ -72,7 +74,7 @@ fn grpc_content_type(codec: Codec, transcode: Option<(&Method, bool)>) -> Header
     })
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> &str {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -85,8 +87,8 @@ async fn unary(
     transcode: Option<(&Method, bool)>,
     req: Request<Incoming>,
 ) -> Response<BoxBody> {
-    let (parts, body) = req.into_parts();
-    let client_gzip = Encoding::accepts_gzip(header_str(&parts.headers, "accept-encoding"));
+    let (mut parts, body) = req.into_parts();
+    let client_gzip = Encoding::accepts_gzip(header_str(&parts.headers, header::ACCEPT_ENCODING));
     let url_len = parts.uri.path().len() + parts.uri.query().map_or(0, str::len);
     if mode.kind == Kind::Get && url_len > MAX_GET_URL {
         let status = Status::new(
@@ -109,19 +111,19 @@ async fn unary(
         None => message,
     };
     let mut headers =
-        call.upstream_headers(&parts.headers, grpc_content_type(mode.codec, transcode));
-    headers.insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
+        call.upstream_headers(std::mem::take(&mut parts.headers), grpc_content_type(mode.codec, transcode));
+    headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
     let frame = frame::encode(0, &message);
     let reply = call
         .start(upstream_request(
-            parts.uri.path(),
+            &parts.uri,
             headers,
             body::full(frame),
         ))
         .await;
     let mut metadata = reply.metadata;
-    let upstream_encoding = metadata.remove("grpc-encoding");
-    metadata.remove("grpc-accept-encoding");
+    let upstream_encoding = metadata.remove(GRPC_ENCODING);
+    metadata.remove(GRPC_ACCEPT_ENCODING);
     let (frames, end) = collect(reply.stream, call.limit).await;
     let mut status = end.status;
     let mut payload = None;
@@ -170,7 +172,7 @@ async fn read_unary_message(
         mode.codec = g.codec;
         return Ok(g.message);
     }
-    let encoding_name = header_str(&parts.headers, "content-encoding");
+    let encoding_name = header_str(&parts.headers, header::CONTENT_ENCODING);
     let encoding =
         Encoding::parse(encoding_name).ok_or_else(|| compression::unsupported(encoding_name))?;
     let bytes = Limited::new(body, call.limit)
@@ -281,7 +283,7 @@ async fn stream(
     transcode: Option<(&Method, bool)>,
     req: Request<Incoming>,
 ) -> Response<BoxBody> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let client_gzip = Encoding::accepts_gzip(header_str(&parts.headers, connect::ACCEPT_ENCODING));
     if let Err(status) = connect::check_version(&parts.headers) {
         return stream_response(mode, Reply::error(status), false);
@@ -295,7 +297,7 @@ async fn stream(
         );
     };
     let mut headers =
-        call.upstream_headers(&parts.headers, grpc_content_type(mode.codec, transcode));
+        call.upstream_headers(std::mem::take(&mut parts.headers), grpc_content_type(mode.codec, transcode));
     // Compressed upstream messages pass through untouched when the caller can read them;
     // transcoded ones are rewritten anyway.
     let accept = if client_gzip && transcode.is_none() {
@@ -303,7 +305,7 @@ async fn stream(
     } else {
         "identity"
     };
-    headers.insert("grpc-accept-encoding", HeaderValue::from_static(accept));
+    headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static(accept));
     let mut body = RequestBody::new(body, false, call.limit, call.failure.clone());
     if let Some((method, ignore)) = transcode {
         let m = method.clone();
@@ -316,15 +318,15 @@ async fn stream(
     }
     let mut reply = call
         .start(upstream_request(
-            parts.uri.path(),
+            &parts.uri,
             headers,
             body.boxed_unsync(),
         ))
         .await;
     if let Some((method, _)) = transcode {
-        let upstream = super::grpc_web::header_encoding(&reply.metadata, "grpc-encoding")
+        let upstream = super::grpc_web::header_encoding(&reply.metadata, GRPC_ENCODING)
             .unwrap_or(Encoding::Identity);
-        reply.metadata.remove("grpc-encoding");
+        reply.metadata.remove(GRPC_ENCODING);
         let m = method.clone();
         reply.stream = reply.stream.transforming(
             upstream,
@@ -337,8 +339,8 @@ async fn stream(
 /// HTTP 200 with the metadata as headers, the messages, and the end-stream message.
 fn stream_response(mode: Mode, reply: Reply, client_gzip: bool) -> Response<BoxBody> {
     let mut metadata = reply.metadata;
-    let upstream_encoding = metadata.remove("grpc-encoding");
-    metadata.remove("grpc-accept-encoding");
+    let upstream_encoding = metadata.remove(GRPC_ENCODING);
+    metadata.remove(GRPC_ACCEPT_ENCODING);
     if let Some(enc) = upstream_encoding.filter(|e| e != "identity") {
         metadata.insert(connect::CONTENT_ENCODING, enc);
     }

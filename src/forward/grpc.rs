@@ -14,17 +14,17 @@ use crate::protocol::grpc::CONTENT_TYPE_PROTO;
 
 /// Forwards one native gRPC call.
 pub(crate) async fn forward(call: Call, req: Request<Incoming>) -> Response<BoxBody> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
         .cloned()
         .unwrap_or(HeaderValue::from_static(CONTENT_TYPE_PROTO));
-    let headers = call.upstream_headers(&parts.headers, content_type);
+    let headers = call.upstream_headers(std::mem::take(&mut parts.headers), content_type);
     let body = RequestBody::new(body, false, call.limit, call.failure.clone());
     let reply = call
         .start(upstream_request(
-            parts.uri.path(),
+            &parts.uri,
             headers,
             body.boxed_unsync(),
         ))

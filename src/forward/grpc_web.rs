@@ -14,7 +14,9 @@ use super::call::{upstream_request, Call, Reply};
 use super::Json;
 use crate::body::{BoxBody, End, Render, RenderBody, RequestBody};
 use crate::protocol::compression::{self, Encoding};
-use crate::protocol::grpc::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO};
+use crate::protocol::grpc::{
+    CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO, GRPC_ACCEPT_ENCODING, GRPC_ENCODING,
+};
 use crate::protocol::grpc_web::{encode_text, trailer_frame, Mode};
 use crate::protocol::Codec;
 
@@ -25,22 +27,22 @@ pub(crate) async fn forward(
     json: Option<Json>,
     req: Request<Incoming>,
 ) -> Response<BoxBody> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let transcode = json.as_ref().and_then(Json::method);
     let content_type = HeaderValue::from_static(match (mode.codec, transcode) {
         (Codec::Json, None) => CONTENT_TYPE_JSON,
         _ => CONTENT_TYPE_PROTO,
     });
-    let mut headers = call.upstream_headers(&parts.headers, content_type);
+    let mut headers = call.upstream_headers(std::mem::take(&mut parts.headers), content_type);
     let mut body = RequestBody::new(body, mode.text_request, call.limit, call.failure.clone());
     if let Some((method, ignore)) = transcode {
         // Messages are rewritten, so they travel uncompressed in both directions.
-        let Some(encoding) = header_encoding(&parts.headers, "grpc-encoding") else {
-            let name = header_text(&parts.headers, "grpc-encoding");
+        let Some(encoding) = header_encoding(&headers, GRPC_ENCODING) else {
+            let name = header_text(&headers, GRPC_ENCODING);
             return respond(&mode, Reply::error(compression::unsupported(&name)));
         };
-        headers.remove("grpc-encoding");
-        headers.insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
+        headers.remove(GRPC_ENCODING);
+        headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         let m = method.clone();
         body = body.recoding(
             encoding,
@@ -48,20 +50,20 @@ pub(crate) async fn forward(
         );
     }
     // Browsers cannot decode per-message compression unless they asked for it.
-    if !headers.contains_key("grpc-accept-encoding") {
-        headers.insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
+    if !headers.contains_key(GRPC_ACCEPT_ENCODING) {
+        headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
     let mut reply = call
         .start(upstream_request(
-            parts.uri.path(),
+            &parts.uri,
             headers,
             body.boxed_unsync(),
         ))
         .await;
     if let Some((method, _)) = transcode {
         let encoding =
-            header_encoding(&reply.metadata, "grpc-encoding").unwrap_or(Encoding::Identity);
-        reply.metadata.remove("grpc-encoding");
+            header_encoding(&reply.metadata, GRPC_ENCODING).unwrap_or(Encoding::Identity);
+        reply.metadata.remove(GRPC_ENCODING);
         let m = method.clone();
         reply.stream = reply.stream.transforming(
             encoding,
@@ -72,7 +74,10 @@ pub(crate) async fn forward(
 }
 
 /// The encoding a header names (absent means identity); `None` when unsupported.
-pub(crate) fn header_encoding(headers: &http::HeaderMap, name: &str) -> Option<Encoding> {
+pub(crate) fn header_encoding(
+    headers: &http::HeaderMap,
+    name: impl header::AsHeaderName,
+) -> Option<Encoding> {
     match headers.get(name) {
         None => Some(Encoding::Identity),
         Some(v) => v.to_str().ok().and_then(Encoding::parse),
@@ -80,7 +85,7 @@ pub(crate) fn header_encoding(headers: &http::HeaderMap, name: &str) -> Option<E
 }
 
 /// A header's value as text, empty when absent.
-pub(crate) fn header_text(headers: &http::HeaderMap, name: &str) -> String {
+pub(crate) fn header_text(headers: &http::HeaderMap, name: impl header::AsHeaderName) -> String {
     headers
         .get(name)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())

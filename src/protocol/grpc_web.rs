@@ -5,7 +5,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::grpc::frame::{self, FLAG_TRAILERS};
 use super::grpc::status::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS_BIN};
@@ -40,23 +40,21 @@ impl Mode {
         content_type: &str,
         accept: Option<&str>,
     ) -> Result<Mode, UnsupportedCodec> {
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        let (text_request, suffix) = if let Some(rest) = essence.strip_prefix(TEXT_PREFIX) {
-            (true, rest.to_owned())
-        } else if let Some(rest) = essence.strip_prefix(PREFIX) {
-            (false, rest.to_owned())
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        let unsupported = || UnsupportedCodec(essence.to_ascii_lowercase());
+        let (text_request, suffix) = if let Some(rest) = strip_prefix_ignore_case(essence, TEXT_PREFIX) {
+            (true, rest)
+        } else if let Some(rest) = strip_prefix_ignore_case(essence, PREFIX) {
+            (false, rest)
         } else {
-            return Err(UnsupportedCodec(essence));
+            return Err(unsupported());
         };
-        let codec = match suffix.as_str() {
-            "" | "+proto" => Codec::Proto,
-            "+json" if !text_request => Codec::Json,
-            _ => return Err(UnsupportedCodec(essence)),
+        let codec = if suffix.is_empty() || suffix.eq_ignore_ascii_case("+proto") {
+            Codec::Proto
+        } else if suffix.eq_ignore_ascii_case("+json") && !text_request {
+            Codec::Json
+        } else {
+            return Err(unsupported());
         };
         let wants_text = accept.is_some_and(|a| {
             a.split(',').any(|item| {
@@ -66,12 +64,12 @@ impl Mode {
             })
         });
         let text_response = text_request || (wants_text && codec == Codec::Proto);
-        let response_content_type = match (text_response, suffix.as_str()) {
-            (true, "") => HeaderValue::from_static(TEXT_PREFIX),
-            (true, _) => HeaderValue::from_static("application/grpc-web-text+proto"),
-            (false, "") => HeaderValue::from_static(PREFIX),
-            (false, "+json") => HeaderValue::from_static("application/grpc-web+json"),
-            (false, _) => HeaderValue::from_static("application/grpc-web+proto"),
+        let response_content_type = match (text_response, suffix.is_empty(), codec) {
+            (true, true, _) => HeaderValue::from_static(TEXT_PREFIX),
+            (true, false, _) => HeaderValue::from_static("application/grpc-web-text+proto"),
+            (false, true, _) => HeaderValue::from_static(PREFIX),
+            (false, false, Codec::Json) => HeaderValue::from_static("application/grpc-web+json"),
+            (false, false, Codec::Proto) => HeaderValue::from_static("application/grpc-web+proto"),
         };
         Ok(Mode {
             text_request,
@@ -82,26 +80,40 @@ impl Mode {
     }
 }
 
+/// `s` without `prefix`, compared ignoring ASCII case.
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+}
+
 /// Builds the trailer frame: `0x80`, length, then `name:value\r\n` lines with the status first
 /// and the other trailers after it. Names are lower-case (HeaderMap guarantees it).
 pub fn trailer_frame(status: &Status, metadata: &HeaderMap) -> Bytes {
-    let mut block = HeaderMap::new();
-    status.write_headers(&mut block);
-    let mut body = BytesMut::with_capacity(64);
-    for (name, value) in block.iter().chain(metadata.iter().filter(|(n, _)| {
-        !matches!(
-            n.as_str(),
-            GRPC_STATUS | GRPC_MESSAGE | GRPC_STATUS_DETAILS_BIN
-        )
-    })) {
-        body.put_slice(name.as_str().as_bytes());
-        body.put_u8(b':');
-        body.put_slice(value.as_bytes());
-        body.put_slice(b"\r\n");
+    let mut fields: [Option<(HeaderName, HeaderValue)>; 3] = [None, None, None];
+    let mut n = 0;
+    status.each_header(|name, value| {
+        if let Some(slot) = fields.get_mut(n) {
+            *slot = Some((name, value));
+            n += 1;
+        }
+    });
+    let status_fields = || fields.iter().flatten().map(|(n, v)| (n, v));
+    let others = || {
+        metadata.iter().filter(|(name, _)| {
+            *name != GRPC_STATUS && *name != GRPC_MESSAGE && *name != GRPC_STATUS_DETAILS_BIN
+        })
+    };
+    let line_len = |(n, v): (&HeaderName, &HeaderValue)| n.as_str().len() + v.len() + 3;
+    let len: usize = status_fields().chain(others()).map(line_len).sum();
+    // Sized exactly: a full buffer becomes `Bytes` without another allocation.
+    let mut out = BytesMut::with_capacity(frame::HEADER_LEN + len);
+    out.put_slice(&frame::header(FLAG_TRAILERS, len));
+    for (name, value) in status_fields().chain(others()) {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_u8(b':');
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
     }
-    let mut out = BytesMut::with_capacity(frame::HEADER_LEN + body.len());
-    out.put_slice(&frame::header(FLAG_TRAILERS, body.len()));
-    out.put_slice(&body);
     out.freeze()
 }
 

@@ -59,7 +59,13 @@ pub fn detect<B>(req: &Request<B>) -> Result<Protocol, Rejection> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let lower = content_type.trim().to_ascii_lowercase();
+    let trimmed = content_type.trim();
+    // Lower-cased only when it has to be (it almost never does).
+    let lower = if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(trimmed)
+    };
     if lower.starts_with("application/grpc-web") {
         // gRPC-Web: any HTTP version, POST only.
         require_post(req.method())?;

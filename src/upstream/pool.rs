@@ -49,6 +49,8 @@ struct EndpointPool {
 /// A client for one upstream.
 pub(crate) struct UpstreamClient {
     pub(crate) config: Arc<config::Upstream>,
+    /// The configured name, shared by every call's error messages.
+    pub(crate) name: Arc<str>,
     endpoints: Vec<EndpointPool>,
     next: AtomicUsize,
 }
@@ -91,6 +93,7 @@ impl UpstreamClient {
             });
         }
         Ok(UpstreamClient {
+            name: Arc::from(config.name.as_str()),
             config,
             endpoints,
             next: AtomicUsize::new(0),
@@ -193,9 +196,15 @@ impl EndpointPool {
     }
 
     async fn conn(&self) -> Result<Conn, String> {
-        if let Some(c) = self.pick() {
-            return Ok(c);
+        match self.pick() {
+            Some(c) => Ok(c),
+            // Boxed: connecting is rare, and its future (TCP, TLS, HTTP/2 handshake) is large.
+            None => Box::pin(self.open()).await,
         }
+    }
+
+    /// Opens a connection, or waits for the caller already opening one and shares it.
+    async fn open(&self) -> Result<Conn, String> {
         // One caller connects; the others wait and then share its connection.
         let _connecting = self.connecting.lock().await;
         if let Some(c) = self.pick() {

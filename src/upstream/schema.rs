@@ -142,8 +142,9 @@ impl Schemas {
                 return self.transcode(m);
             }
         }
-        // Unknown (or nothing fetched yet): fetch now, unless a fetch just happened.
-        match self.fetch(client, current.is_none()).await {
+        // Unknown (or nothing fetched yet): fetch now, unless a fetch just happened. Boxed: a
+        // rare path whose future would otherwise enlarge every call's.
+        match Box::pin(self.fetch(client, current.is_none())).await {
             Ok(Some(schema)) => match schema.method(path) {
                 Some(m) => self.transcode(m),
                 None => self.unknown(path, "server reflection"),

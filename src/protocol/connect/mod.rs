@@ -4,19 +4,19 @@
 pub mod error;
 pub mod get;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::grpc::{Code, Status};
 use super::Codec;
 
 /// `connect-protocol-version`.
-pub const PROTOCOL_VERSION: &str = "connect-protocol-version";
+pub const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("connect-protocol-version");
 /// `connect-timeout-ms`.
-pub const TIMEOUT_MS: &str = "connect-timeout-ms";
+pub const TIMEOUT_MS: HeaderName = HeaderName::from_static("connect-timeout-ms");
 /// Streaming request compression.
-pub const CONTENT_ENCODING: &str = "connect-content-encoding";
+pub const CONTENT_ENCODING: HeaderName = HeaderName::from_static("connect-content-encoding");
 /// Streaming response compression the client accepts.
-pub const ACCEPT_ENCODING: &str = "connect-accept-encoding";
+pub const ACCEPT_ENCODING: HeaderName = HeaderName::from_static("connect-accept-encoding");
 /// End-stream flag of a streaming envelope.
 pub const FLAG_END_STREAM: u8 = 0x02;
 

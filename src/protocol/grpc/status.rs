@@ -2,15 +2,16 @@
 //! tables that turn HTTP statuses and HTTP/2 resets into codes.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{percent_decode_str, AsciiSet, CONTROLS};
 use prost::Message as _;
 
 use super::metadata::{decode_binary_header, encode_binary_header};
 
-pub(crate) const GRPC_STATUS: &str = "grpc-status";
-pub(crate) const GRPC_MESSAGE: &str = "grpc-message";
-pub(crate) const GRPC_STATUS_DETAILS_BIN: &str = "grpc-status-details-bin";
+pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub(crate) const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+pub(crate) const GRPC_STATUS_DETAILS_BIN: HeaderName =
+    HeaderName::from_static("grpc-status-details-bin");
 
 /// A gRPC status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,6 +85,15 @@ impl Code {
     /// The number on the wire.
     pub fn as_i32(self) -> i32 {
         self as i32
+    }
+
+    /// The `grpc-status` value (static: no allocation per call).
+    pub fn header_value(self) -> HeaderValue {
+        const VALUES: [&str; 17] = [
+            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+            "16",
+        ];
+        HeaderValue::from_static(VALUES[self as usize])
     }
 
     /// The Connect name of the code (`canceled` has one L).
@@ -228,15 +238,22 @@ impl Status {
     /// Writes `grpc-status`, `grpc-message` (strictly percent-encoded, omitted when empty) and
     /// `grpc-status-details-bin` (unpadded base64).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        headers.insert(GRPC_STATUS, HeaderValue::from(self.code.as_i32()));
+        self.each_header(|name, value| {
+            headers.insert(name, value);
+        });
+    }
+
+    /// Calls `f` with each status header (`grpc-status` first), encoded for the wire.
+    pub(crate) fn each_header(&self, mut f: impl FnMut(HeaderName, HeaderValue)) {
+        f(GRPC_STATUS, self.code.header_value());
         if !self.message.is_empty() {
             if let Ok(v) = HeaderValue::from_str(&encode_message(&self.message)) {
-                headers.insert(GRPC_MESSAGE, v);
+                f(GRPC_MESSAGE, v);
             }
         }
         if let Some(details) = &self.details {
             if let Ok(v) = HeaderValue::from_str(&encode_binary_header(details)) {
-                headers.insert(GRPC_STATUS_DETAILS_BIN, v);
+                f(GRPC_STATUS_DETAILS_BIN, v);
             }
         }
     }

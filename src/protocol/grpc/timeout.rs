@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
-pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
+pub(crate) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Parses a `grpc-timeout` value leniently: more than the 8 digits the spec allows saturate
 /// instead of failing (grpc-web's JS client sends 9+ digits for deadlines over ~27 hours).
