@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .bytes(".")
         .file_descriptor_set_path(out.join("testing_descriptor.bin"))
-        .compile_protos(&["../proto/switchboard/testing/v1/testing.proto"], &["../proto"])?;
+        .compile_protos(
+            &["../proto/switchboard/testing/v1/testing.proto"],
+            &["../proto"],
+        )?;
     Ok(())
 }

@@ -309,7 +309,10 @@ pub(crate) fn is_status_header(name: &http::HeaderName) -> bool {
 
 /// Removes headers that never travel as metadata.
 pub(crate) fn strip_hop_headers(headers: &mut HeaderMap) {
-    remove_names(headers, crate::protocol::grpc::metadata::is_hop_or_protocol_header);
+    remove_names(
+        headers,
+        crate::protocol::grpc::metadata::is_hop_or_protocol_header,
+    );
 }
 
 /// Removes every header whose name `drop` selects. Usually none or all of them are (the map is

@@ -1,7 +1,6 @@
 //! CORS: answers preflights itself (a gRPC backend cannot) and decorates actual responses so
 //! scripts can read statuses and metadata.
 
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 

@@ -12,7 +12,8 @@ pub mod pb {
 }
 
 /// The FileDescriptorSet of testing.proto, for Switchboard's JSON transcoding.
-pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/testing_descriptor.bin"));
+pub const DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/testing_descriptor.bin"));
 
 /// HTTP/2 settings every server and client of the harness uses: the same as Switchboard's, so
 /// flow control windows are never what a comparison measures.

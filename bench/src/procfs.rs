@@ -51,6 +51,7 @@ pub fn machine_busy_seconds() -> Option<f64> {
         .filter_map(|v| v.parse().ok())
         .collect();
     // user nice system idle iowait irq softirq steal (guest time is inside user).
-    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7).unwrap_or(&0.0);
+    let busy =
+        f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7).unwrap_or(&0.0);
     Some(busy / clock_ticks())
 }

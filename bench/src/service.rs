@@ -73,7 +73,10 @@ impl TestService for Bench {
         Ok(Response::new(echo(&req, 0)))
     }
 
-    async fn lookup(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+    async fn lookup(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
         self.unary(request).await
     }
 
@@ -87,7 +90,17 @@ impl TestService for Bench {
         let out = stream::unfold((req, 0u32), |(req, next)| async move {
             if next >= req.count {
                 let end = error(&req)?;
-                return Some((Err(end), (EchoRequest { count: 0, error: None, ..req }, next)));
+                return Some((
+                    Err(end),
+                    (
+                        EchoRequest {
+                            count: 0,
+                            error: None,
+                            ..req
+                        },
+                        next,
+                    ),
+                ));
             }
             if req.delay_ms > 0 && next > 0 {
                 tokio::time::sleep(Duration::from_millis(req.delay_ms.into())).await;

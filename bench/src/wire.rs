@@ -81,7 +81,10 @@ fn json_of(msg: &EchoRequest) -> Vec<u8> {
     // ProtoJSON of the fields the harness uses (bytes as standard base64).
     let mut s = format!("{{\"message\":{:?}", msg.message);
     if !msg.payload.is_empty() {
-        s.push_str(&format!(",\"payload\":\"{}\"", STANDARD.encode(&msg.payload)));
+        s.push_str(&format!(
+            ",\"payload\":\"{}\"",
+            STANDARD.encode(&msg.payload)
+        ));
     }
     if msg.response_size > 0 {
         s.push_str(&format!(",\"responseSize\":{}", msg.response_size));
@@ -97,7 +100,10 @@ fn json_of(msg: &EchoRequest) -> Vec<u8> {
 }
 
 fn h(headers: &mut HeaderMap, name: &'static str, value: &'static str) {
-    headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    headers.insert(
+        HeaderName::from_static(name),
+        HeaderValue::from_static(value),
+    );
 }
 
 /// The request for `rpc` with message `msg` in protocol `wire`.
@@ -202,7 +208,8 @@ impl Frames {
                     if rem - n == 0 {
                         self.remaining = None;
                         if self.flags & control_mask != 0 {
-                            self.control = Some((self.flags, std::mem::take(&mut self.control_buf)));
+                            self.control =
+                                Some((self.flags, std::mem::take(&mut self.control_buf)));
                         } else {
                             self.messages += 1;
                         }
@@ -251,7 +258,10 @@ impl Base64Stream {
         if self.pending.is_empty() {
             Ok(())
         } else {
-            Err(format!("{} stray base64 characters at the end", self.pending.len()))
+            Err(format!(
+                "{} stray base64 characters at the end",
+                self.pending.len()
+            ))
         }
     }
 }
@@ -436,7 +446,8 @@ mod tests {
     #[test]
     fn failed_status() {
         let mut r = Reader::new(Wire::GrpcWeb, Rpc::Unary, false);
-        r.data(&frame(0x80, b"grpc-status:14\r\ngrpc-message:x\r\n")).unwrap();
+        r.data(&frame(0x80, b"grpc-status:14\r\ngrpc-message:x\r\n"))
+            .unwrap();
         assert!(r.finish().is_err());
     }
 }

@@ -110,17 +110,16 @@ async fn unary(
         },
         None => message,
     };
-    let mut headers =
-        call.upstream_headers(std::mem::take(&mut parts.headers), grpc_content_type(mode.codec, transcode));
+    let mut headers = call.upstream_headers(
+        std::mem::take(&mut parts.headers),
+        grpc_content_type(mode.codec, transcode),
+    );
     headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
     let frame = frame::encode(0, &message);
-    let reply = call
-        .start(upstream_request(
-            &parts.uri,
-            headers,
-            body::full(frame),
-        ))
-        .await;
+    let upstream_req = upstream_request(&parts.uri, headers, body::full(frame));
+    // Not kept across the awaits that follow: less state per call.
+    drop((parts, message));
+    let reply = call.start(upstream_req).await;
     let mut metadata = reply.metadata;
     let upstream_encoding = metadata.remove(GRPC_ENCODING);
     metadata.remove(GRPC_ACCEPT_ENCODING);
@@ -283,21 +282,42 @@ async fn stream(
     transcode: Option<(&Method, bool)>,
     req: Request<Incoming>,
 ) -> Response<BoxBody> {
+    // Built before the await, so the caller's request is not part of the call's state.
+    let (upstream_req, client_gzip) = match stream_upstream(&call, mode, transcode, req) {
+        Ok(r) => r,
+        Err(status) => return stream_response(mode, Reply::error(status), false),
+    };
+    let mut reply = call.start(upstream_req).await;
+    if let Some((method, _)) = transcode {
+        let upstream = super::grpc_web::header_encoding(&reply.metadata, GRPC_ENCODING)
+            .unwrap_or(Encoding::Identity);
+        reply.metadata.remove(GRPC_ENCODING);
+        let m = method.clone();
+        reply.stream = reply.stream.transforming(
+            upstream,
+            Arc::new(move |msg: &[u8]| m.response_to_json(msg)),
+        );
+    }
+    stream_response(mode, reply, client_gzip)
+}
+
+/// The upstream request of a Connect stream, and whether the caller accepts gzip.
+fn stream_upstream(
+    call: &Call,
+    mode: Mode,
+    transcode: Option<(&Method, bool)>,
+    req: Request<Incoming>,
+) -> Result<(Request<BoxBody>, bool), Status> {
     let (mut parts, body) = req.into_parts();
     let client_gzip = Encoding::accepts_gzip(header_str(&parts.headers, connect::ACCEPT_ENCODING));
-    if let Err(status) = connect::check_version(&parts.headers) {
-        return stream_response(mode, Reply::error(status), false);
-    }
+    connect::check_version(&parts.headers)?;
     let encoding_name = header_str(&parts.headers, connect::CONTENT_ENCODING);
-    let Some(encoding) = Encoding::parse(encoding_name) else {
-        return stream_response(
-            mode,
-            Reply::error(compression::unsupported(encoding_name)),
-            false,
-        );
-    };
-    let mut headers =
-        call.upstream_headers(std::mem::take(&mut parts.headers), grpc_content_type(mode.codec, transcode));
+    let encoding =
+        Encoding::parse(encoding_name).ok_or_else(|| compression::unsupported(encoding_name))?;
+    let mut headers = call.upstream_headers(
+        std::mem::take(&mut parts.headers),
+        grpc_content_type(mode.codec, transcode),
+    );
     // Compressed upstream messages pass through untouched when the caller can read them;
     // transcoded ones are rewritten anyway.
     let accept = if client_gzip && transcode.is_none() {
@@ -316,24 +336,10 @@ async fn stream(
     } else if encoding == Encoding::Gzip {
         body = body.recoding(Encoding::Gzip, None);
     }
-    let mut reply = call
-        .start(upstream_request(
-            &parts.uri,
-            headers,
-            body.boxed_unsync(),
-        ))
-        .await;
-    if let Some((method, _)) = transcode {
-        let upstream = super::grpc_web::header_encoding(&reply.metadata, GRPC_ENCODING)
-            .unwrap_or(Encoding::Identity);
-        reply.metadata.remove(GRPC_ENCODING);
-        let m = method.clone();
-        reply.stream = reply.stream.transforming(
-            upstream,
-            Arc::new(move |msg: &[u8]| m.response_to_json(msg)),
-        );
-    }
-    stream_response(mode, reply, client_gzip)
+    Ok((
+        upstream_request(&parts.uri, headers, body.boxed_unsync()),
+        client_gzip,
+    ))
 }
 
 /// HTTP 200 with the metadata as headers, the messages, and the end-stream message.

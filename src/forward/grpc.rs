@@ -14,6 +14,12 @@ use crate::protocol::grpc::CONTENT_TYPE_PROTO;
 
 /// Forwards one native gRPC call.
 pub(crate) async fn forward(call: Call, req: Request<Incoming>) -> Response<BoxBody> {
+    // Built before the await, so the caller's request is not part of the call's state.
+    let upstream_req = upstream(&call, req);
+    respond(call.start(upstream_req).await)
+}
+
+fn upstream(call: &Call, req: Request<Incoming>) -> Request<BoxBody> {
     let (mut parts, body) = req.into_parts();
     let content_type = parts
         .headers
@@ -22,14 +28,7 @@ pub(crate) async fn forward(call: Call, req: Request<Incoming>) -> Response<BoxB
         .unwrap_or(HeaderValue::from_static(CONTENT_TYPE_PROTO));
     let headers = call.upstream_headers(std::mem::take(&mut parts.headers), content_type);
     let body = RequestBody::new(body, false, call.limit, call.failure.clone());
-    let reply = call
-        .start(upstream_request(
-            &parts.uri,
-            headers,
-            body.boxed_unsync(),
-        ))
-        .await;
-    respond(reply)
+    upstream_request(&parts.uri, headers, body.boxed_unsync())
 }
 
 /// Renders a reply for a gRPC caller: headers, messages, trailers.

@@ -27,8 +27,34 @@ pub(crate) async fn forward(
     json: Option<Json>,
     req: Request<Incoming>,
 ) -> Response<BoxBody> {
-    let (mut parts, body) = req.into_parts();
     let transcode = json.as_ref().and_then(Json::method);
+    // Built before the first await, so the caller's request is not part of the call's state.
+    let upstream_req = match upstream(&call, &mode, transcode, req) {
+        Ok(r) => r,
+        Err(status) => return respond(&mode, Reply::error(status)),
+    };
+    let mut reply = call.start(upstream_req).await;
+    if let Some((method, _)) = transcode {
+        let encoding =
+            header_encoding(&reply.metadata, GRPC_ENCODING).unwrap_or(Encoding::Identity);
+        reply.metadata.remove(GRPC_ENCODING);
+        let m = method.clone();
+        reply.stream = reply.stream.transforming(
+            encoding,
+            Arc::new(move |msg: &[u8]| m.response_to_json(msg)),
+        );
+    }
+    respond(&mode, reply)
+}
+
+/// The upstream request: headers cleaned, body decoded (and transcoded) on the way.
+fn upstream(
+    call: &Call,
+    mode: &Mode,
+    transcode: Option<(&crate::protocol::json::Method, bool)>,
+    req: Request<Incoming>,
+) -> Result<Request<BoxBody>, crate::protocol::grpc::Status> {
+    let (mut parts, body) = req.into_parts();
     let content_type = HeaderValue::from_static(match (mode.codec, transcode) {
         (Codec::Json, None) => CONTENT_TYPE_JSON,
         _ => CONTENT_TYPE_PROTO,
@@ -39,7 +65,7 @@ pub(crate) async fn forward(
         // Messages are rewritten, so they travel uncompressed in both directions.
         let Some(encoding) = header_encoding(&headers, GRPC_ENCODING) else {
             let name = header_text(&headers, GRPC_ENCODING);
-            return respond(&mode, Reply::error(compression::unsupported(&name)));
+            return Err(compression::unsupported(&name));
         };
         headers.remove(GRPC_ENCODING);
         headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("identity"));
@@ -53,24 +79,7 @@ pub(crate) async fn forward(
     if !headers.contains_key(GRPC_ACCEPT_ENCODING) {
         headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
-    let mut reply = call
-        .start(upstream_request(
-            &parts.uri,
-            headers,
-            body.boxed_unsync(),
-        ))
-        .await;
-    if let Some((method, _)) = transcode {
-        let encoding =
-            header_encoding(&reply.metadata, GRPC_ENCODING).unwrap_or(Encoding::Identity);
-        reply.metadata.remove(GRPC_ENCODING);
-        let m = method.clone();
-        reply.stream = reply.stream.transforming(
-            encoding,
-            Arc::new(move |msg: &[u8]| m.response_to_json(msg)),
-        );
-    }
-    respond(&mode, reply)
+    Ok(upstream_request(&parts.uri, headers, body.boxed_unsync()))
 }
 
 /// The encoding a header names (absent means identity); `None` when unsupported.

@@ -111,6 +111,8 @@ impl Proxy {
         res
     }
 
+    /// Each protocol's forwarding future is boxed: a call then holds only the state of its
+    /// own protocol, not room for the largest of them (memory per open call, and less to move).
     async fn dispatch(&self, req: Request<Incoming>) -> Response<BoxBody> {
         let protocol = match protocol::detect(&req) {
             Ok(p) => p,
@@ -134,10 +136,10 @@ impl Proxy {
                         Err(status) => return grpc_web::respond(&mode, Reply::error(status)),
                     },
                 };
-                grpc_web::forward(self.call(t, &req), mode, json, req).await
+                Box::pin(grpc_web::forward(self.call(t, &req), mode, json, req)).await
             }
             Protocol::Grpc => match target {
-                Some(t) => grpc::forward(self.call(t, &req), req).await,
+                Some(t) => Box::pin(grpc::forward(self.call(t, &req), req)).await,
                 None => grpc::respond(Reply::error(no_route(path))),
             },
             Protocol::Connect(mode) => {
@@ -165,7 +167,7 @@ impl Proxy {
                     return refusal;
                 }
                 let call = Call::new(self.upstreams[t.upstream].clone(), t, timeout);
-                connect::forward(call, mode, json, req).await
+                Box::pin(connect::forward(call, mode, json, req)).await
             }
         }
     }

@@ -42,13 +42,14 @@ impl Mode {
     ) -> Result<Mode, UnsupportedCodec> {
         let essence = content_type.split(';').next().unwrap_or_default().trim();
         let unsupported = || UnsupportedCodec(essence.to_ascii_lowercase());
-        let (text_request, suffix) = if let Some(rest) = strip_prefix_ignore_case(essence, TEXT_PREFIX) {
-            (true, rest)
-        } else if let Some(rest) = strip_prefix_ignore_case(essence, PREFIX) {
-            (false, rest)
-        } else {
-            return Err(unsupported());
-        };
+        let (text_request, suffix) =
+            if let Some(rest) = strip_prefix_ignore_case(essence, TEXT_PREFIX) {
+                (true, rest)
+            } else if let Some(rest) = strip_prefix_ignore_case(essence, PREFIX) {
+                (false, rest)
+            } else {
+                return Err(unsupported());
+            };
         let codec = if suffix.is_empty() || suffix.eq_ignore_ascii_case("+proto") {
             Codec::Proto
         } else if suffix.eq_ignore_ascii_case("+json") && !text_request {
@@ -83,7 +84,8 @@ impl Mode {
 /// `s` without `prefix`, compared ignoring ASCII case.
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 /// Builds the trailer frame: `0x80`, length, then `name:value\r\n` lines with the status first

@@ -152,7 +152,9 @@ async fn serve<I>(
 {
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+        // Boxed: an HTTP/2 stream's task is sized for this future and keeps that size while
+        // the response body streams, so an open stream would otherwise hold a few KiB more.
+        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req).await) })
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);

@@ -169,22 +169,24 @@ impl SendError {
 
 impl EndpointPool {
     fn uri(&self, path: &PathAndQuery) -> Uri {
-        Uri::builder()
-            .scheme(self.endpoint.scheme.clone())
-            .authority(self.endpoint.authority.clone())
-            .path_and_query(path.clone())
-            .build()
-            .unwrap_or_default()
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.endpoint.scheme.clone());
+        parts.authority = Some(self.endpoint.authority.clone());
+        parts.path_and_query = Some(path.clone());
+        Uri::from_parts(parts).unwrap_or_default()
     }
 
+    /// The open connection with the fewest active streams, unless all are busy and another
+    /// may be opened. Closed connections are skipped here and dropped when a new one opens or
+    /// a send finds one closed.
     fn pick(&self) -> Option<Conn> {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.retain(|c| !c.sender.is_closed());
-        let best = conns
-            .iter()
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let open = conns.iter().filter(|c| !c.sender.is_closed());
+        let best = open
+            .clone()
             .min_by_key(|c| c.active.load(Ordering::Relaxed))?;
         let busy = best.active.load(Ordering::Relaxed) >= STREAMS_PER_CONNECTION;
-        if busy && conns.len() < MAX_CONNECTIONS {
+        if busy && open.count() < MAX_CONNECTIONS {
             return None;
         }
         Some(best.clone())
@@ -215,10 +217,9 @@ impl EndpointPool {
             sender,
             active: Arc::new(AtomicUsize::new(0)),
         };
-        self.conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn.clone());
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|c| !c.sender.is_closed());
+        conns.push(conn.clone());
         Ok(conn)
     }
 

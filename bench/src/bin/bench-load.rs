@@ -87,7 +87,8 @@ fn parse_args() -> Result<Args, String> {
             "--pids" => {
                 for kv in val()?.split(',').filter(|s| !s.is_empty()) {
                     let (k, v) = kv.split_once('=').ok_or("--pids name=pid,...")?;
-                    a.pids.push((k.to_owned(), v.parse().map_err(|e| format!("pid: {e}"))?));
+                    a.pids
+                        .push((k.to_owned(), v.parse().map_err(|e| format!("pid: {e}"))?));
                 }
             }
             other => return Err(format!("unknown flag {other}")),
@@ -96,7 +97,11 @@ fn parse_args() -> Result<Args, String> {
     if a.conns == 0 {
         // HTTP/1.1: one connection per concurrent call, as a browser pool would need.
         // HTTP/2: a few connections, the calls multiplexed on them.
-        a.conns = if a.http1 { a.concurrency } else { a.concurrency.clamp(1, 4) };
+        a.conns = if a.http1 {
+            a.concurrency
+        } else {
+            a.concurrency.clamp(1, 4)
+        };
     }
     a.duration = a.duration.clamp(0.1, 600.0);
     a.warmup = a.warmup.clamp(0.0, 60.0);
@@ -151,7 +156,8 @@ impl Call {
             *req.uri_mut() = self.prepared.path.parse().unwrap_or_default();
             req.headers_mut().insert(
                 http::header::HOST,
-                http::HeaderValue::from_str(&self.target).unwrap_or(http::HeaderValue::from_static("localhost")),
+                http::HeaderValue::from_str(&self.target)
+                    .unwrap_or(http::HeaderValue::from_static("localhost")),
             );
         } else {
             *req.uri_mut() = format!("http://{}{}", self.target, self.prepared.path)
@@ -175,14 +181,19 @@ impl Call {
                 // One call at a time per HTTP/1.1 connection.
                 let mut s = s.lock().await;
                 s.ready().await.map_err(|e| format!("connection: {e}"))?;
-                let res = s.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+                let res = s
+                    .send_request(req)
+                    .await
+                    .map_err(|e| format!("request: {e}"))?;
                 drop(s);
                 res
             }
             Sender::H2(s) => {
                 let mut s = s.clone();
                 s.ready().await.map_err(|e| format!("connection: {e}"))?;
-                s.send_request(req).await.map_err(|e| format!("request: {e}"))?
+                s.send_request(req)
+                    .await
+                    .map_err(|e| format!("request: {e}"))?
             }
         };
         let (parts, mut body) = res.into_parts();
@@ -396,7 +407,11 @@ async fn load(a: &Args, rpc: Rpc, out: &mut Output) -> Result<(), String> {
     out.secs = secs;
     out.calls = shared.calls.load(Ordering::Relaxed);
     out.errors = shared.errors.load(Ordering::Relaxed);
-    out.first_error = shared.first_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+    out.first_error = shared
+        .first_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     out.messages = shared.messages.load(Ordering::Relaxed);
     out.rps = out.calls as f64 / secs;
     out.mb_per_s = out.messages as f64 * a.size as f64 / secs / 1e6;
@@ -409,10 +424,15 @@ async fn load(a: &Args, rpc: Rpc, out: &mut Output) -> Result<(), String> {
         .filter_map(|(k, v)| Some((k.clone(), v - cpu0.get(k)?)))
         .collect();
     out.loadgen_cpu_s = self1 - self0;
-    out.other_cpu_s = ((busy1 - busy0) - out.loadgen_cpu_s - out.cpu_s.values().sum::<f64>()).max(0.0);
+    out.other_cpu_s =
+        ((busy1 - busy0) - out.loadgen_cpu_s - out.cpu_s.values().sum::<f64>()).max(0.0);
     out.ok = out.calls > 0 || out.messages > 0;
     if !out.ok {
-        out.error = Some(out.first_error.clone().unwrap_or_else(|| "no call completed".into()));
+        out.error = Some(
+            out.first_error
+                .clone()
+                .unwrap_or_else(|| "no call completed".into()),
+        );
     }
     Ok(())
 }
@@ -427,7 +447,9 @@ async fn idle(a: &Args, out: &mut Output) -> Result<(), String> {
     // connection) exists before the baseline.
     let warm = call_for(a, Rpc::Unary);
     for c in &conns {
-        warm.run(c, |_| true).await.map_err(|e| format!("warm-up call: {e}"))?;
+        warm.run(c, |_| true)
+            .await
+            .map_err(|e| format!("warm-up call: {e}"))?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     out.rss_before_kib = rss_now(&a.pids);
@@ -490,7 +512,11 @@ async fn idle(a: &Args, out: &mut Output) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     out.rss_closed_kib = rss_now(&a.pids);
     out.errors = shared.errors.load(Ordering::Relaxed);
-    out.first_error = shared.first_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+    out.first_error = shared
+        .first_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     out.ok = out.streams_open == a.streams;
     if !out.ok {
         out.error = Some(format!(
@@ -505,11 +531,27 @@ async fn idle(a: &Args, out: &mut Output) -> Result<(), String> {
 
 /// One unary call and one short stream, checked.
 async fn check(a: &Args, out: &mut Output) -> Result<(), String> {
-    let conns = open_conns(&Args { conns: 1, ..a.clone() }).await?;
+    let conns = open_conns(&Args {
+        conns: 1,
+        ..a.clone()
+    })
+    .await?;
     let unary = call_for(a, Rpc::Unary);
-    unary.run(&conns[0], |_| true).await.map_err(|e| format!("unary: {e}"))?;
-    let stream = call_for(&Args { count: 3, ..a.clone() }, Rpc::ServerStream);
-    let n = stream.run(&conns[0], |_| true).await.map_err(|e| format!("stream: {e}"))?;
+    unary
+        .run(&conns[0], |_| true)
+        .await
+        .map_err(|e| format!("unary: {e}"))?;
+    let stream = call_for(
+        &Args {
+            count: 3,
+            ..a.clone()
+        },
+        Rpc::ServerStream,
+    );
+    let n = stream
+        .run(&conns[0], |_| true)
+        .await
+        .map_err(|e| format!("stream: {e}"))?;
     if n != 3 {
         return Err(format!("stream: {n} messages instead of 3"));
     }

@@ -19,6 +19,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, hyper::Error>;
 
+/// The same allocator as Switchboard, so allocation strategy is not what a comparison
+/// measures.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:8082".to_owned());
@@ -62,7 +67,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             .unwrap_or_default();
                         parts.version = http::Version::HTTP_2;
                         parts.headers.remove(http::header::HOST);
-                        let res = match sender.send_request(Request::from_parts(parts, body)).await {
+                        let res = match sender.send_request(Request::from_parts(parts, body)).await
+                        {
                             Ok(res) => res.map(BodyExt::boxed_unsync),
                             Err(e) => {
                                 let mut res = Response::new(

@@ -3,6 +3,11 @@
 
 use switchboard_bench::{h2, runtime, service};
 
+/// The same allocator as Switchboard, so allocation strategy is not what a comparison
+/// measures.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
         .nth(1)

@@ -54,26 +54,154 @@ const fn v(
     matrix: bool,
     idle: bool,
 ) -> Variant {
-    Variant { id, label, server, wire, http1, matrix, idle }
+    Variant {
+        id,
+        label,
+        server,
+        wire,
+        http1,
+        matrix,
+        idle,
+    }
 }
 
 /// Every variant, baselines first.
 pub const VARIANTS: &[Variant] = &[
-    v("direct", "direct gRPC (no proxy)", Server::Backend, "grpc", false, true, false),
-    v("fwd-h1", "bare forwarder, HTTP/1.1", Server::Forwarder, "grpc", true, true, false),
-    v("fwd-h2", "bare forwarder, HTTP/2", Server::Forwarder, "grpc", false, true, true),
-    v("tw-web-h1", "tonic-web, gRPC-Web binary, HTTP/1.1", Server::TonicWeb, "grpc-web", true, true, false),
-    v("tw-web-h2", "tonic-web, gRPC-Web binary, HTTP/2", Server::TonicWeb, "grpc-web", false, true, true),
-    v("tw-text-h1", "tonic-web, gRPC-Web text, HTTP/1.1", Server::TonicWeb, "grpc-web-text", true, true, false),
-    v("tw-text-h2", "tonic-web, gRPC-Web text, HTTP/2", Server::TonicWeb, "grpc-web-text", false, true, false),
-    v("sb-web-h1", "Switchboard, gRPC-Web binary, HTTP/1.1", Server::Switchboard, "grpc-web", true, true, false),
-    v("sb-web-h2", "Switchboard, gRPC-Web binary, HTTP/2", Server::Switchboard, "grpc-web", false, true, true),
-    v("sb-text-h1", "Switchboard, gRPC-Web text, HTTP/1.1", Server::Switchboard, "grpc-web-text", true, true, false),
-    v("sb-text-h2", "Switchboard, gRPC-Web text, HTTP/2", Server::Switchboard, "grpc-web-text", false, true, true),
-    v("sb-connect-proto-h1", "Switchboard, Connect proto, HTTP/1.1", Server::Switchboard, "connect-proto", true, true, false),
-    v("sb-connect-json-h1", "Switchboard, Connect JSON, HTTP/1.1", Server::Switchboard, "connect-json", true, true, false),
-    v("sb-connect-proto-h2", "Switchboard, Connect proto, HTTP/2", Server::Switchboard, "connect-proto", false, false, true),
-    v("sb-grpc-h2", "Switchboard, gRPC passthrough, HTTP/2", Server::Switchboard, "grpc", false, true, true),
+    v(
+        "direct",
+        "direct gRPC (no proxy)",
+        Server::Backend,
+        "grpc",
+        false,
+        true,
+        false,
+    ),
+    v(
+        "fwd-h1",
+        "bare forwarder, HTTP/1.1",
+        Server::Forwarder,
+        "grpc",
+        true,
+        true,
+        false,
+    ),
+    v(
+        "fwd-h2",
+        "bare forwarder, HTTP/2",
+        Server::Forwarder,
+        "grpc",
+        false,
+        true,
+        true,
+    ),
+    v(
+        "tw-web-h1",
+        "tonic-web, gRPC-Web binary, HTTP/1.1",
+        Server::TonicWeb,
+        "grpc-web",
+        true,
+        true,
+        false,
+    ),
+    v(
+        "tw-web-h2",
+        "tonic-web, gRPC-Web binary, HTTP/2",
+        Server::TonicWeb,
+        "grpc-web",
+        false,
+        true,
+        true,
+    ),
+    v(
+        "tw-text-h1",
+        "tonic-web, gRPC-Web text, HTTP/1.1",
+        Server::TonicWeb,
+        "grpc-web-text",
+        true,
+        true,
+        false,
+    ),
+    v(
+        "tw-text-h2",
+        "tonic-web, gRPC-Web text, HTTP/2",
+        Server::TonicWeb,
+        "grpc-web-text",
+        false,
+        true,
+        false,
+    ),
+    v(
+        "sb-web-h1",
+        "Switchboard, gRPC-Web binary, HTTP/1.1",
+        Server::Switchboard,
+        "grpc-web",
+        true,
+        true,
+        false,
+    ),
+    v(
+        "sb-web-h2",
+        "Switchboard, gRPC-Web binary, HTTP/2",
+        Server::Switchboard,
+        "grpc-web",
+        false,
+        true,
+        true,
+    ),
+    v(
+        "sb-text-h1",
+        "Switchboard, gRPC-Web text, HTTP/1.1",
+        Server::Switchboard,
+        "grpc-web-text",
+        true,
+        true,
+        false,
+    ),
+    v(
+        "sb-text-h2",
+        "Switchboard, gRPC-Web text, HTTP/2",
+        Server::Switchboard,
+        "grpc-web-text",
+        false,
+        true,
+        true,
+    ),
+    v(
+        "sb-connect-proto-h1",
+        "Switchboard, Connect proto, HTTP/1.1",
+        Server::Switchboard,
+        "connect-proto",
+        true,
+        true,
+        false,
+    ),
+    v(
+        "sb-connect-json-h1",
+        "Switchboard, Connect JSON, HTTP/1.1",
+        Server::Switchboard,
+        "connect-json",
+        true,
+        true,
+        false,
+    ),
+    v(
+        "sb-connect-proto-h2",
+        "Switchboard, Connect proto, HTTP/2",
+        Server::Switchboard,
+        "connect-proto",
+        false,
+        false,
+        true,
+    ),
+    v(
+        "sb-grpc-h2",
+        "Switchboard, gRPC passthrough, HTTP/2",
+        Server::Switchboard,
+        "grpc",
+        false,
+        true,
+        true,
+    ),
 ];
 
 /// What `bench-load` printed (fields the report uses).
@@ -148,7 +276,9 @@ fn parse_opts() -> Result<Opts, String> {
         quick: false,
         out: bench_dir.join("RESULTS.md"),
         only: None,
-        workloads: ["unary", "stream", "idle", "h2load"].map(String::from).to_vec(),
+        workloads: ["unary", "stream", "idle", "h2load"]
+            .map(String::from)
+            .to_vec(),
         switchboard: bench_dir.join("../target/release/switchboard"),
         pin: true,
         load_core: 0,
@@ -166,8 +296,12 @@ fn parse_opts() -> Result<Opts, String> {
         idle_streams: 10_000,
         idle_conns: 20,
         // run.sh passes the command the user typed; --switchboard is its own addition.
-        argv: std::env::var("BENCH_COMMAND")
-            .unwrap_or_else(|_| format!("bench-run {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "))),
+        argv: std::env::var("BENCH_COMMAND").unwrap_or_else(|_| {
+            format!(
+                "bench-run {}",
+                std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+            )
+        }),
     };
     let mut duration = None;
     let mut repeat = None;
@@ -189,7 +323,14 @@ fn parse_opts() -> Result<Opts, String> {
             }
             "--duration" => duration = Some(val()?.parse::<f64>().map_err(|e| e.to_string())?),
             "--retries" => o.retries = val()?.parse::<usize>().map_err(|_| "--retries N")?.min(10),
-            "--repeat" => repeat = Some(val()?.parse::<usize>().map_err(|_| "--repeat N")?.clamp(1, 10)),
+            "--repeat" => {
+                repeat = Some(
+                    val()?
+                        .parse::<usize>()
+                        .map_err(|_| "--repeat N")?
+                        .clamp(1, 10),
+                )
+            }
             "--idle-streams" => o.idle_streams = val()?.parse().map_err(|_| "--idle-streams N")?,
             "-h" | "--help" => {
                 println!("{}", include_str!("usage.txt"));
@@ -272,11 +413,23 @@ impl Env {
         cmd.args(args);
         die_with_parent(&mut cmd);
         line.push(program.display().to_string());
-        line.extend(args.iter().map(|a| if a.contains(' ') { format!("'{a}'") } else { a.clone() }));
+        line.extend(args.iter().map(|a| {
+            if a.contains(' ') {
+                format!("'{a}'")
+            } else {
+                a.clone()
+            }
+        }));
         (cmd, line.join(" "))
     }
 
-    fn start(&mut self, name: &str, program: &Path, args: Vec<String>, port: u16) -> Result<Proc, String> {
+    fn start(
+        &mut self,
+        name: &str,
+        program: &Path,
+        args: Vec<String>,
+        port: u16,
+    ) -> Result<Proc, String> {
         let (mut cmd, cmdline) = self.command(self.opts.server_core, program, &args);
         let log = std::fs::File::create(self.work.join(format!("{name}-{port}.log")))
             .map_err(|e| e.to_string())?;
@@ -284,13 +437,23 @@ impl Env {
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log);
-        let child = cmd.spawn().map_err(|e| format!("starting {}: {e}", program.display()))?;
-        let mut proc = Proc { name: name.to_owned(), port, cmdline: cmdline.clone(), child };
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", program.display()))?;
+        let mut proc = Proc {
+            name: name.to_owned(),
+            port,
+            cmdline: cmdline.clone(),
+            child,
+        };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = proc.child.try_wait() {
-                return Err(format!("{name} exited at start ({status}); see {}", self.work.display()));
+                return Err(format!(
+                    "{name} exited at start ({status}); see {}",
+                    self.work.display()
+                ));
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 break;
@@ -300,7 +463,11 @@ impl Env {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        if !self.commands.iter().any(|c| c.contains(program.to_string_lossy().as_ref())) {
+        if !self
+            .commands
+            .iter()
+            .any(|c| c.contains(program.to_string_lossy().as_ref()))
+        {
             self.commands.push(cmdline);
         }
         Ok(proc)
@@ -308,7 +475,12 @@ impl Env {
 
     fn start_backend(&mut self) -> Result<Proc, String> {
         let port = free_port();
-        self.start("bench-backend", &bin("bench-backend"), vec![format!("127.0.0.1:{port}")], port)
+        self.start(
+            "bench-backend",
+            &bin("bench-backend"),
+            vec![format!("127.0.0.1:{port}")],
+            port,
+        )
     }
 
     fn start_server(&mut self, server: Server, backend: &Proc) -> Result<Proc, String> {
@@ -318,27 +490,44 @@ impl Env {
             Server::Forwarder => self.start(
                 "forwarder",
                 &bin("forwarder"),
-                vec![format!("127.0.0.1:{port}"), format!("127.0.0.1:{}", backend.port)],
+                vec![
+                    format!("127.0.0.1:{port}"),
+                    format!("127.0.0.1:{}", backend.port),
+                ],
                 port,
             ),
-            Server::TonicWeb => {
-                self.start("tonic-web-peer", &bin("tonic-web-peer"), vec![format!("127.0.0.1:{port}")], port)
-            }
+            Server::TonicWeb => self.start(
+                "tonic-web-peer",
+                &bin("tonic-web-peer"),
+                vec![format!("127.0.0.1:{port}")],
+                port,
+            ),
             Server::Switchboard => {
                 let descriptors = self.work.join("testing.binpb");
-                std::fs::write(&descriptors, switchboard_bench::DESCRIPTOR_SET).map_err(|e| e.to_string())?;
+                std::fs::write(&descriptors, switchboard_bench::DESCRIPTOR_SET)
+                    .map_err(|e| e.to_string())?;
                 let config = self.work.join(format!("switchboard-{port}.yaml"));
                 let yaml = switchboard_config(port, backend.port, &descriptors);
                 std::fs::write(&config, &yaml).map_err(|e| e.to_string())?;
                 let sb = self.opts.switchboard.clone();
-                self.start("switchboard", &sb, vec!["--config".into(), config.display().to_string()], port)
+                self.start(
+                    "switchboard",
+                    &sb,
+                    vec!["--config".into(), config.display().to_string()],
+                    port,
+                )
             }
         }
     }
 
     /// Runs `bench-load`, again (up to `retries` more times) while other work on the machine
     /// disturbed it; keeps the best by `score`. Returns the result, the command and the tries.
-    fn load_calm(&mut self, args: Vec<String>, limit: Duration, score: fn(&LoadOut) -> f64) -> (LoadOut, String, usize) {
+    fn load_calm(
+        &mut self,
+        args: Vec<String>,
+        limit: Duration,
+        score: fn(&LoadOut) -> f64,
+    ) -> (LoadOut, String, usize) {
         let mut best = None;
         let mut line = String::new();
         let mut tries = 0;
@@ -359,7 +548,11 @@ impl Env {
     fn load(&mut self, args: Vec<String>, limit: Duration) -> (LoadOut, String) {
         let (mut cmd, line) = self.command(self.opts.load_core, &bin("bench-load"), &args);
         let mut out = LoadOut::default();
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
         let mut child = match child {
             Ok(c) => c,
             Err(e) => {
@@ -371,7 +564,9 @@ impl Env {
         loop {
             match child.try_wait() {
                 Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -421,7 +616,9 @@ fn switchboard_config(port: u16, backend: u16, descriptors: &Path) -> String {
 }
 
 fn nproc() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn have(program: &str) -> bool {
@@ -512,17 +709,31 @@ fn run(opts: Opts) -> Result<(), String> {
     let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-run");
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let pinned = opts.pin && nproc() >= 2 && have("taskset");
-    let mut env = Env { opts: opts.clone(), work: work.clone(), pinned, commands: Vec::new() };
+    let mut env = Env {
+        opts: opts.clone(),
+        work: work.clone(),
+        pinned,
+        commands: Vec::new(),
+    };
     let machine_before = report::Machine::read(&env);
 
     let selected: Vec<&'static Variant> = VARIANTS
         .iter()
-        .filter(|v| opts.only.as_ref().is_none_or(|only| only.iter().any(|o| o == v.id)))
+        .filter(|v| {
+            opts.only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|o| o == v.id))
+        })
         .collect();
     let wants = |w: &str| opts.workloads.iter().any(|x| x == w);
 
     let backend = env.start_backend()?;
-    let mut servers = Servers { backend, forwarder: None, tonic_web: None, switchboard: None };
+    let mut servers = Servers {
+        backend,
+        forwarder: None,
+        tonic_web: None,
+        switchboard: None,
+    };
     for s in [Server::Forwarder, Server::TonicWeb, Server::Switchboard] {
         if selected.iter().any(|v| v.server == s) {
             let p = env.start_server(s, &servers.backend)?;
@@ -548,10 +759,15 @@ fn run(opts: Opts) -> Result<(), String> {
 
     let mut cells = Vec::new();
     let matrix: Vec<&Variant> = variants.iter().copied().filter(|v| v.matrix).collect();
-    let unary_total = if wants("unary") { 2 * opts.concurrencies.len() * matrix.len() * opts.repeat } else { 0 };
+    let unary_total = if wants("unary") {
+        2 * opts.concurrencies.len() * matrix.len() * opts.repeat
+    } else {
+        0
+    };
     let mut n = 0;
     // The h2load cross-check runs right after bench-load's last round of the same cell.
-    let cross_check = wants("unary") && wants("h2load") && opts.concurrencies.contains(&16) && have("h2load");
+    let cross_check =
+        wants("unary") && wants("h2load") && opts.concurrencies.contains(&16) && have("h2load");
     let body = work.join("unary-small.bin");
     if cross_check {
         let msg = switchboard_bench::pb::EchoRequest {
@@ -559,8 +775,11 @@ fn run(opts: Opts) -> Result<(), String> {
             payload: bytes::Bytes::from(vec![b'p'; opts.small]),
             ..Default::default()
         };
-        std::fs::write(&body, switchboard_bench::wire::frame(0, &prost::Message::encode_to_vec(&msg)))
-            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            &body,
+            switchboard_bench::wire::frame(0, &prost::Message::encode_to_vec(&msg)),
+        )
+        .map_err(|e| e.to_string())?;
     }
     if wants("unary") {
         for size in [opts.small, opts.large] {
@@ -584,7 +803,12 @@ fn run(opts: Opts) -> Result<(), String> {
                         ));
                         keep_best(&mut best[i], out, |o| o.rps);
                         let last_round = round + 1 == opts.repeat;
-                        if cross_check && last_round && size == opts.small && c == 16 && H2LOAD_VARIANTS.contains(&v.id) {
+                        if cross_check
+                            && last_round
+                            && size == opts.small
+                            && c == 16
+                            && H2LOAD_VARIANTS.contains(&v.id)
+                        {
                             let (rps, line) = h2load(&mut env, v, port, &body);
                             note_command(&mut env, "h2load", &line);
                             progress(&format!(
@@ -605,7 +829,14 @@ fn run(opts: Opts) -> Result<(), String> {
                 }
                 for (v, out) in matrix.iter().zip(best) {
                     let out = out.unwrap_or_default();
-                    cells.push(Cell { workload: "unary", size, concurrency: c, variant: v.id, out, h2load_rps: None });
+                    cells.push(Cell {
+                        workload: "unary",
+                        size,
+                        concurrency: c,
+                        variant: v.id,
+                        out,
+                        h2load_rps: None,
+                    });
                 }
             }
         }
@@ -616,7 +847,15 @@ fn run(opts: Opts) -> Result<(), String> {
             for (i, v) in matrix.iter().enumerate() {
                 let (port, proxy, backend) = servers.of(v).ok_or("server missing")?;
                 let pids = pids_arg(proxy, backend);
-                let args = load_args(v, port, "stream", opts.stream_size, opts.stream_concurrency, &opts, &pids);
+                let args = load_args(
+                    v,
+                    port,
+                    "stream",
+                    opts.stream_size,
+                    opts.stream_concurrency,
+                    &opts,
+                    &pids,
+                );
                 let (out, line, tries) = env.load_calm(args, secs_limit(&opts), |o| o.mb_per_s);
                 note_command(&mut env, "stream", &line);
                 progress(&format!(
@@ -662,7 +901,14 @@ fn run(opts: Opts) -> Result<(), String> {
                 per.map_or("?".into(), |k| format!("{k:.1}")),
                 out.error.as_deref().unwrap_or("")
             ));
-            cells.push(Cell { workload: "idle", size: 100, concurrency: opts.idle_streams, variant: v.id, out, h2load_rps: None });
+            cells.push(Cell {
+                workload: "idle",
+                size: 100,
+                concurrency: opts.idle_streams,
+                variant: v.id,
+                out,
+                h2load_rps: None,
+            });
         }
     }
     drop(servers);
@@ -674,8 +920,17 @@ fn run(opts: Opts) -> Result<(), String> {
         .map(|l| l + "\n")
         .collect();
     let _ = std::fs::write(work.join("results.jsonl"), jsonl);
-    let md = report::render(&env, &machine_before, &machine_after, &variants, &skipped, &cells, elapsed);
-    std::fs::write(&env.opts.out, md).map_err(|e| format!("writing {}: {e}", env.opts.out.display()))?;
+    let md = report::render(
+        &env,
+        &machine_before,
+        &machine_after,
+        &variants,
+        &skipped,
+        &cells,
+        elapsed,
+    );
+    std::fs::write(&env.opts.out, md)
+        .map_err(|e| format!("writing {}: {e}", env.opts.out.display()))?;
     progress(&format!(
         "wrote {} ({} cells in {:.0} s; raw results in {})",
         env.opts.out.display(),
@@ -713,7 +968,15 @@ fn note_command(env: &mut Env, workload: &str, line: &str) {
     }
 }
 
-fn load_args(v: &Variant, port: u16, rpc: &str, size: usize, c: usize, o: &Opts, pids: &str) -> Vec<String> {
+fn load_args(
+    v: &Variant,
+    port: u16,
+    rpc: &str,
+    size: usize,
+    c: usize,
+    o: &Opts,
+    pids: &str,
+) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "--target".into(),
         format!("127.0.0.1:{port}"),
@@ -753,7 +1016,13 @@ fn h2load(env: &mut Env, v: &Variant, port: u16, body: &Path) -> (Option<f64>, S
     };
     let mut args: Vec<String> = Vec::new();
     if v.http1 {
-        args.extend(["--h1".into(), "-c".into(), "16".into(), "-m".into(), "1".into()]);
+        args.extend([
+            "--h1".into(),
+            "-c".into(),
+            "16".into(),
+            "-m".into(),
+            "1".into(),
+        ]);
     } else {
         args.extend(["-c".into(), "4".into(), "-m".into(), "4".into()]);
     }
@@ -772,9 +1041,16 @@ fn h2load(env: &mut Env, v: &Variant, port: u16, body: &Path) -> (Option<f64>, S
         format!("http://127.0.0.1:{port}/switchboard.testing.v1.TestService/Unary"),
     ]);
     let (mut cmd, line) = env.command(o.load_core, Path::new("h2load"), &args);
-    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn();
-    let Ok(mut child) = child else { return (None, line) };
-    let deadline = Instant::now() + Duration::from_secs_f64(o.duration.max(1.0) + o.warmup.max(1.0) + 30.0);
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        return (None, line);
+    };
+    let deadline =
+        Instant::now() + Duration::from_secs_f64(o.duration.max(1.0) + o.warmup.max(1.0) + 30.0);
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
@@ -786,15 +1062,19 @@ fn h2load(env: &mut Env, v: &Variant, port: u16, body: &Path) -> (Option<f64>, S
             }
         }
     }
-    let text = child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let text = child
+        .wait_with_output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     // "finished in 5.00s, 12345.60 req/s, 1.23MB/s" and "requests: ... N failed, N errored"
     let rps = text
         .lines()
         .find(|l| l.starts_with("finished in"))
         .and_then(|l| l.split(", ").nth(1))
         .and_then(|s| s.trim_end_matches(" req/s").parse::<f64>().ok());
-    let failed = text.lines().find(|l| l.starts_with("requests:")).is_some_and(|l| {
-        !(l.contains(" 0 failed") && l.contains(" 0 errored"))
-    });
+    let failed = text
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .is_some_and(|l| !(l.contains(" 0 failed") && l.contains(" 0 errored")));
     (if failed { None } else { rps }, line)
 }

@@ -32,7 +32,10 @@ impl Machine {
     pub fn read(_env: &Env) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-        let dirty = !sh(&format!("git -C {root} status --porcelain -- src Cargo.toml Cargo.lock")).is_empty();
+        let dirty = !sh(&format!(
+            "git -C {root} status --porcelain -- src Cargo.toml Cargo.lock"
+        ))
+        .is_empty();
         Machine {
             date: sh("date -u '+%Y-%m-%d %H:%M:%S UTC'"),
             cpu: cpuinfo
@@ -40,7 +43,10 @@ impl Machine {
                 .find_map(|l| l.strip_prefix("model name"))
                 .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
                 .unwrap_or_else(|| "unknown".into()),
-            nproc: cpuinfo.lines().filter(|l| l.starts_with("processor")).count(),
+            nproc: cpuinfo
+                .lines()
+                .filter(|l| l.starts_with("processor"))
+                .count(),
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .unwrap_or_default()
                 .trim()
@@ -62,7 +68,11 @@ impl Machine {
             git: format!(
                 "{}{}",
                 sh(&format!("git -C {root} rev-parse --short HEAD")),
-                if dirty { " + uncommitted changes in src/" } else { "" }
+                if dirty {
+                    " + uncommitted changes in src/"
+                } else {
+                    ""
+                }
             ),
         }
     }
@@ -87,7 +97,11 @@ pub fn summary(o: &LoadOut) -> String {
         o.p50_us / 1000.0,
         o.p99_us / 1000.0,
         cpu_per_1k(o, "proxy").map_or("—".into(), |c| format!("{c:.3}")),
-        if o.errors > 0 { format!(", {} errors", o.errors) } else { String::new() }
+        if o.errors > 0 {
+            format!(", {} errors", o.errors)
+        } else {
+            String::new()
+        }
     )
 }
 
@@ -106,7 +120,11 @@ fn cpu_per_gb(o: &LoadOut, who: &str, size: usize) -> Option<f64> {
 pub fn idle_per_stream(o: &LoadOut, who: &str, streams: usize) -> Option<f64> {
     let before = *o.rss_before_kib.get(who)? as f64;
     let open = *o.rss_open_kib.get(who)? as f64;
-    let n = if o.streams_open > 0 { o.streams_open } else { streams };
+    let n = if o.streams_open > 0 {
+        o.streams_open
+    } else {
+        streams
+    };
     Some((open - before) / n as f64)
 }
 
@@ -176,7 +194,9 @@ impl Cells<'_> {
     fn get(&self, workload: &str, size: usize, c: usize, id: &str) -> Option<&LoadOut> {
         self.0
             .iter()
-            .find(|x| x.workload == workload && x.size == size && x.concurrency == c && x.variant == id)
+            .find(|x| {
+                x.workload == workload && x.size == size && x.concurrency == c && x.variant == id
+            })
             .map(|x| &x.out)
             .filter(|o| o.ok)
     }
@@ -188,7 +208,14 @@ impl Cells<'_> {
     }
     /// Throughput ratio of `id` to `base` estimated from server CPU per call (or per GB): what
     /// the ratio would be if the server core were the only limit and entirely theirs.
-    fn cpu_ratio(&self, workload: &str, size: usize, c: usize, id: &str, base: &str) -> Option<f64> {
+    fn cpu_ratio(
+        &self,
+        workload: &str,
+        size: usize,
+        c: usize,
+        id: &str,
+        base: &str,
+    ) -> Option<f64> {
         let stream = workload == "stream";
         let me = server_cpu_per_unit(self.get(workload, size, c, id)?, stream, size)?;
         let b = server_cpu_per_unit(self.get(workload, size, c, base)?, stream, size)?;
@@ -199,7 +226,11 @@ impl Cells<'_> {
 /// CPU seconds of every watched server process per call (unary) or per GB (stream).
 fn server_cpu_per_unit(o: &LoadOut, stream: bool, size: usize) -> Option<f64> {
     let cpu: f64 = o.cpu_s.values().sum();
-    let units = if stream { o.messages as f64 * size as f64 / 1e9 } else { o.calls as f64 };
+    let units = if stream {
+        o.messages as f64 * size as f64 / 1e9
+    } else {
+        o.calls as f64
+    };
     (o.ok && units > 0.0 && cpu > 0.0).then(|| cpu / units)
 }
 
@@ -246,7 +277,10 @@ pub fn render(
     let mut md = String::new();
     let w = &mut md;
     let _ = writeln!(w, "# Switchboard benchmark results\n");
-    let _ = writeln!(w, "Written by `bench/run.sh` (bench/src/bin/bench-run); rerun it to replace this file.\n");
+    let _ = writeln!(
+        w,
+        "Written by `bench/run.sh` (bench/src/bin/bench-run); rerun it to replace this file.\n"
+    );
     if o.quick || o.duration < 3.0 {
         let _ = writeln!(
             w,
@@ -267,8 +301,16 @@ pub fn render(
     let _ = writeln!(w, "| CPU | {} × {} |", before.nproc, before.cpu);
     let _ = writeln!(w, "| memory | {} |", before.mem);
     let _ = writeln!(w, "| kernel | Linux {} |", before.kernel);
-    let _ = writeln!(w, "| load average (1/5/15 min) | {} before, {} after |", before.loadavg, after.loadavg);
-    let _ = writeln!(w, "| toolchain | {} (release, thin LTO, codegen-units 1, for every program) |", before.rustc);
+    let _ = writeln!(
+        w,
+        "| load average (1/5/15 min) | {} before, {} after |",
+        before.loadavg, after.loadavg
+    );
+    let _ = writeln!(
+        w,
+        "| toolchain | {} (release, thin LTO, codegen-units 1, for every program) |",
+        before.rustc
+    );
     let _ = writeln!(w, "| Switchboard | {} |", before.git);
     let _ = writeln!(w, "| run time | {:.0} s |", elapsed.as_secs_f64());
     let _ = writeln!(
@@ -320,7 +362,11 @@ pub fn render(
         o.idle_streams,
         o.idle_conns
     );
-    let _ = writeln!(w, "\nCommand: `{}`. Processes it started (ports are picked at random):\n", o.argv);
+    let _ = writeln!(
+        w,
+        "\nCommand: `{}`. Processes it started (ports are picked at random):\n",
+        o.argv
+    );
     let _ = writeln!(w, "```sh");
     for c in &env.commands {
         let _ = writeln!(w, "{c}");
@@ -366,16 +412,26 @@ pub fn render(
         let _ = writeln!(w, "## Unary\n");
         for size in [o.small, o.large] {
             for &c in &o.concurrencies {
-                let _ = writeln!(w, "### Unary, {} messages, concurrency {c}\n", size_name(size));
+                let _ = writeln!(
+                    w,
+                    "### Unary, {} messages, concurrency {c}\n",
+                    size_name(size)
+                );
                 let _ = writeln!(
                     w,
                     "| variant | req/s | p50 ms | p99 ms | proxy CPU s/1k calls | backend CPU s/1k calls | server core | loadgen | other load | ×fwd | ×fwd by CPU | ×direct | ×tonic-web | errors |"
                 );
-                let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+                let _ = writeln!(
+                    w,
+                    "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+                );
                 for v in &matrix {
-                    let cell = cells
-                        .iter()
-                        .find(|x| x.workload == "unary" && x.size == size && x.concurrency == c && x.variant == v.id);
+                    let cell = cells.iter().find(|x| {
+                        x.workload == "unary"
+                            && x.size == size
+                            && x.concurrency == c
+                            && x.variant == v.id
+                    });
                     let Some(cell) = cell else { continue };
                     let out = &cell.out;
                     if !out.ok {
@@ -429,7 +485,12 @@ pub fn render(
         );
         let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for v in &matrix {
-            let Some(cell) = cells.iter().find(|x| x.workload == "stream" && x.variant == v.id) else { continue };
+            let Some(cell) = cells
+                .iter()
+                .find(|x| x.workload == "stream" && x.variant == v.id)
+            else {
+                continue;
+            };
             let out = &cell.out;
             if !out.ok {
                 let _ = writeln!(
@@ -453,7 +514,8 @@ pub fn render(
                 pct(loadgen_busy(out), loadgen_busy(out) >= 0.9),
                 other(out),
                 ratio(me, cs.mbps(size, c, "direct")),
-                cs.cpu_ratio("stream", size, c, v.id, "direct").map_or("—".into(), |r| format!("{r:.2}×")),
+                cs.cpu_ratio("stream", size, c, v.id, "direct")
+                    .map_or("—".into(), |r| format!("{r:.2}×")),
                 ratio(me, cs.mbps(size, c, fwd_of(v))),
                 tw_of(v).map_or("—".into(), |t| ratio(me, cs.mbps(size, c, t))),
                 out.errors
@@ -481,7 +543,14 @@ pub fn render(
         let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for c in cells.iter().filter(|c| c.workload == "idle") {
             let out = &c.out;
-            let note = if out.ok { String::new() } else { format!(" ({})", out.error.as_deref().unwrap_or("?").replace('|', "/")) };
+            let note = if out.ok {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    out.error.as_deref().unwrap_or("?").replace('|', "/")
+                )
+            };
             let _ = writeln!(
                 w,
                 "| `{}`{} | {} | {:.1} | {} | {} | **{}** | {} | {} | {} | {} |",
@@ -491,10 +560,14 @@ pub fn render(
                 out.open_secs,
                 mib(out.rss_before_kib.get("proxy")),
                 mib(out.rss_open_kib.get("proxy")),
-                idle_per_stream(out, "proxy", c.concurrency).map_or("—".into(), |k| format!("{k:.1}")),
+                idle_per_stream(out, "proxy", c.concurrency)
+                    .map_or("—".into(), |k| format!("{k:.1}")),
                 mib(out.rss_closed_kib.get("proxy")),
-                out.threads_open.get("proxy").map_or("—".into(), |t| t.to_string()),
-                idle_per_stream(out, "backend", c.concurrency).map_or("—".into(), |k| format!("{k:.1}")),
+                out.threads_open
+                    .get("proxy")
+                    .map_or("—".into(), |t| t.to_string()),
+                idle_per_stream(out, "backend", c.concurrency)
+                    .map_or("—".into(), |k| format!("{k:.1}")),
                 out.errors
             );
         }
@@ -544,7 +617,10 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
         "Judged on the measured figure; *by CPU* is the same ratio estimated from server CPU per call or per GB \
          (see the legend above), for a second opinion when the machine was busy.\n"
     );
-    let _ = writeln!(w, "| target | cell | measured | by CPU | threshold | result |\n|---|---|--:|--:|--:|---|");
+    let _ = writeln!(
+        w,
+        "| target | cell | measured | by CPU | threshold | result |\n|---|---|--:|--:|--:|---|"
+    );
     let mut total = 0;
     let mut good = 0;
     let mut row = |w: &mut String,
@@ -568,8 +644,17 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
     };
     let has = |wl: &str| cells.iter().any(|c| c.workload == wl);
     if has("unary") {
-        for id in ["sb-web-h1", "sb-web-h2", "sb-text-h1", "sb-text-h2", "sb-connect-proto-h1"] {
-            if !cells.iter().any(|c| c.workload == "unary" && c.variant == id) {
+        for id in [
+            "sb-web-h1",
+            "sb-web-h2",
+            "sb-text-h1",
+            "sb-text-h2",
+            "sb-connect-proto-h1",
+        ] {
+            if !cells
+                .iter()
+                .any(|c| c.workload == "unary" && c.variant == id)
+            {
                 continue;
             }
             let v = variant(id);
@@ -596,10 +681,18 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
         }
         let both = ["sb-connect-json-h1", "sb-connect-proto-h1"]
             .iter()
-            .all(|id| cells.iter().any(|c| c.workload == "unary" && c.variant == *id));
+            .all(|id| {
+                cells
+                    .iter()
+                    .any(|c| c.workload == "unary" && c.variant == *id)
+            });
         for &c in o.concurrencies.iter().filter(|_| both) {
-            let json = cs.get("unary", o.small, c, "sb-connect-json-h1").and_then(|x| cpu_per_1k(x, "proxy"));
-            let proto = cs.get("unary", o.small, c, "sb-connect-proto-h1").and_then(|x| cpu_per_1k(x, "proxy"));
+            let json = cs
+                .get("unary", o.small, c, "sb-connect-json-h1")
+                .and_then(|x| cpu_per_1k(x, "proxy"));
+            let proto = cs
+                .get("unary", o.small, c, "sb-connect-proto-h1")
+                .and_then(|x| cpu_per_1k(x, "proxy"));
             let r = match (json, proto) {
                 (Some(a), Some(b)) if b > 0.0 => Some(a / b),
                 _ => None,
@@ -616,9 +709,15 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
         }
     }
     if has("stream") {
-        for v in VARIANTS.iter().filter(|v| v.server == Server::Switchboard && v.matrix) {
+        for v in VARIANTS
+            .iter()
+            .filter(|v| v.server == Server::Switchboard && v.matrix)
+        {
             let me = cs.mbps(o.stream_size, o.stream_concurrency, v.id);
-            if !cells.iter().any(|c| c.workload == "stream" && c.variant == v.id) {
+            if !cells
+                .iter()
+                .any(|c| c.workload == "stream" && c.variant == v.id)
+            {
                 continue;
             }
             let direct = cs.mbps(o.stream_size, o.stream_concurrency, "direct");
@@ -627,7 +726,10 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
                 _ => None,
             };
             // The bare forwarder's own ratio is the ceiling under the same pinning.
-            let fwd = match (cs.mbps(o.stream_size, o.stream_concurrency, fwd_of(v)), direct) {
+            let fwd = match (
+                cs.mbps(o.stream_size, o.stream_concurrency, fwd_of(v)),
+                direct,
+            ) {
                 (Some(a), Some(b)) if b > 0.0 => format!(" (bare forwarder: {:.2}×)", a / b),
                 _ => String::new(),
             };
@@ -636,7 +738,13 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
                 "server-stream MB/s ≥ 0.8× direct gRPC",
                 format!("`{}`{fwd}", v.id),
                 r,
-                cs.cpu_ratio("stream", o.stream_size, o.stream_concurrency, v.id, "direct"),
+                cs.cpu_ratio(
+                    "stream",
+                    o.stream_size,
+                    o.stream_concurrency,
+                    v.id,
+                    "direct",
+                ),
                 "≥ 0.80×",
                 r.map(|r| r >= 0.8),
             );
@@ -647,7 +755,11 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
             if variant(c.variant).server != Server::Switchboard {
                 continue;
             }
-            let per = if c.out.ok { idle_per_stream(&c.out, "proxy", c.concurrency) } else { None };
+            let per = if c.out.ok {
+                idle_per_stream(&c.out, "proxy", c.concurrency)
+            } else {
+                None
+            };
             row(
                 w,
                 "proxy RSS per idle open stream ≤ 8 KiB",
