@@ -330,6 +330,12 @@ pub fn render(
     );
     let _ = writeln!(
         w,
+        "| allocator | Switchboard, the bare forwarder and the tonic-web peer: mimalloc (Switchboard sets \
+         `purge_delay` 0, returning freed pages at once; the others keep its defaults). bench-backend and the \
+         load generator: the system allocator |"
+    );
+    let _ = writeln!(
+        w,
         "| cells | {} s warm-up + {} s measured each, {}{}; unary payload {} and {} at concurrency {}; \
          stream: {} concurrent ServerStream calls of {} messages of {}; idle: {} streams on {} HTTP/2 connections |",
         o.warmup,
@@ -475,7 +481,12 @@ pub fn render(
             w,
             "## Server streaming\n\n{c} concurrent `ServerStream` calls, each {} messages of {} sent as fast as the \
              transport takes them; MB/s counts message payload (10^6 bytes/s) received by the load generator, \
-             whatever the encoding (base64 for text, JSON for Connect JSON).\n",
+             whatever the encoding (base64 for text, JSON for Connect JSON).\n\n\
+             What bounds a proxy here: with the proxy pinned to the backend's core, every byte costs that core the \
+             backend's work plus the proxy's (one more receive and one more send through the kernel), so the best \
+             any proxy can reach is backend CPU per GB ÷ (backend + proxy CPU per GB) of direct gRPC. The bare \
+             forwarder, which translates nothing, shows that ceiling; compare Switchboard with it (×fwd, and proxy \
+             CPU s/GB) to see what translation costs.\n",
             o.stream_count,
             size_name(size)
         );
@@ -533,7 +544,8 @@ pub fn render(
              its message, *closed* 1 s after the load generator reset them all. Each proxy process is started fresh \
              for this (the backend is not, so its own figure shrinks from row to row as its allocator reuses memory). \
              The tonic-web peer holds the service's streams in-process (no backend). RSS after closing stays high \
-             because glibc malloc keeps freed memory; it is not a leak by itself.\n",
+             where the allocator keeps freed memory (the baselines' mimalloc defaults, the backend's glibc); it is \
+             not a leak by itself.\n",
             o.idle_streams, o.idle_conns
         );
         let _ = writeln!(
