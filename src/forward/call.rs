@@ -1,6 +1,7 @@
 //! One upstream call, whatever the caller's protocol: deadline, headers, sending, and
 //! classifying the reply into metadata plus a [`GrpcStream`].
 
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -91,32 +92,53 @@ impl Call {
         h
     }
 
-    /// Sends the request and waits for the response head (bounded by the deadline).
-    pub(crate) async fn start(&self, req: Request<BoxBody>) -> Reply {
-        if self.deadline.is_some_and(|d| d <= Instant::now()) {
-            return Reply::error(body::deadline_exceeded());
-        }
-        let send = self.upstream.send(req);
-        let result = match self.deadline {
-            Some(d) => match tokio::time::timeout_at(d, send).await {
-                Ok(r) => r,
-                Err(_) => return Reply::error(body::deadline_exceeded()),
-            },
-            None => send.await,
+    /// Sends the request and waits for the response head (bounded by the deadline). The
+    /// request is handed to an upstream connection before this returns, when one is open, so
+    /// the future holds that send and what classifying the answer needs, nothing more.
+    pub(crate) fn start(&self, req: Request<BoxBody>) -> impl Future<Output = Reply> + Send {
+        let expired = self.deadline.is_some_and(|d| d <= Instant::now());
+        let sending = (!expired).then(|| self.upstream.start(req));
+        let answer = Answer {
+            name: self.name.clone(),
+            deadline: self.deadline,
+            limit: self.limit,
+            failure: self.failure.clone(),
         };
-        match result {
-            Ok((res, guard)) => self.classify(res, guard).await,
-            Err(e) => {
-                let status = self
-                    .failure
-                    .get()
-                    .cloned()
-                    .unwrap_or_else(|| e.into_status(&self.name));
-                Reply::error(status)
+        async move {
+            let Some(sending) = sending else {
+                return Reply::error(body::deadline_exceeded());
+            };
+            let result = match answer.deadline {
+                Some(d) => match tokio::time::timeout_at(d, sending).await {
+                    Ok(r) => r,
+                    Err(_) => return Reply::error(body::deadline_exceeded()),
+                },
+                None => sending.await,
+            };
+            match result {
+                Ok((res, guard)) => answer.classify(res, guard).await,
+                Err(e) => {
+                    let status = answer
+                        .failure
+                        .get()
+                        .cloned()
+                        .unwrap_or_else(|| e.into_status(&answer.name));
+                    Reply::error(status)
+                }
             }
         }
     }
+}
 
+/// What turning the upstream's answer into a [`Reply`] needs of the call.
+struct Answer {
+    name: Arc<str>,
+    deadline: Option<Instant>,
+    limit: usize,
+    failure: FailureSlot,
+}
+
+impl Answer {
     async fn classify(&self, res: Response<Incoming>, guard: StreamGuard) -> Reply {
         let (parts, body) = res.into_parts();
         let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
@@ -132,8 +154,10 @@ impl Call {
             };
         }
         if parts.status != StatusCode::OK || !is_grpc {
-            // Boxed: a rare path that would otherwise enlarge every call's future.
-            let snippet = Box::pin(read_snippet(body, self.deadline)).await;
+            // Boxed (in a statement of its own, so no unboxed temporary stays in the state):
+            // a rare path that would otherwise enlarge every call's future.
+            let snippet = Box::pin(read_snippet(body, self.deadline));
+            let snippet = snippet.await;
             let (code, what) = if parts.status != StatusCode::OK {
                 (
                     Code::from_http_status(parts.status),

@@ -1,6 +1,8 @@
 //! Native gRPC callers: headers cleaned and the deadline re-encoded, messages and trailers
 //! passed through.
 
+use std::future::Future;
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response};
@@ -12,11 +14,14 @@ use super::call::{upstream_request, Call, Reply};
 use crate::body::{BoxBody, End, Render, RenderBody, RequestBody};
 use crate::protocol::grpc::CONTENT_TYPE_PROTO;
 
-/// Forwards one native gRPC call.
-pub(crate) async fn forward(call: Call, req: Request<Incoming>) -> Response<BoxBody> {
-    // Built before the await, so the caller's request is not part of the call's state.
-    let upstream_req = upstream(&call, req);
-    respond(call.start(upstream_req).await)
+/// Forwards one native gRPC call. The request is on its way before this returns; the future
+/// only waits for the answer.
+pub(crate) fn forward(
+    call: Call,
+    req: Request<Incoming>,
+) -> impl Future<Output = Response<BoxBody>> + Send {
+    let started = call.start(upstream(&call, req));
+    async move { respond(started.await) }
 }
 
 fn upstream(call: &Call, req: Request<Incoming>) -> Request<BoxBody> {

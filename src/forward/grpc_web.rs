@@ -1,6 +1,7 @@
 //! gRPC-Web calls: caller body decoded and checked on the way up; upstream messages passed
 //! through (base64 per chunk in text mode) and the end written as one trailer frame.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,21 +21,27 @@ use crate::protocol::grpc::{
 use crate::protocol::grpc_web::{encode_text, trailer_frame, Mode};
 use crate::protocol::Codec;
 
-/// Forwards one gRPC-Web call; `json` says how JSON messages are handled.
-pub(crate) async fn forward(
+/// Forwards one gRPC-Web call; `json` says how JSON messages are handled. The request is on
+/// its way before this returns; the future only waits for the answer.
+pub(crate) fn forward(
     call: Call,
     mode: Mode,
     json: Option<Json>,
     req: Request<Incoming>,
-) -> Response<BoxBody> {
+) -> impl Future<Output = Response<BoxBody>> + Send {
     let transcode = json.as_ref().and_then(Json::method);
-    // Built before the first await, so the caller's request is not part of the call's state.
-    let upstream_req = match upstream(&call, &mode, transcode, req) {
-        Ok(r) => r,
-        Err(status) => return respond(&mode, Reply::error(status)),
-    };
-    let mut reply = call.start(upstream_req).await;
-    if let Some((method, _)) = transcode {
+    let started = upstream(&call, &mode, transcode, req).map(|r| call.start(r));
+    async move {
+        match started {
+            Ok(started) => answer(mode, json, started.await),
+            Err(status) => respond(&mode, Reply::error(status)),
+        }
+    }
+}
+
+/// The reply for the caller, its messages transcoded back to JSON when they were transcoded.
+fn answer(mode: Mode, json: Option<Json>, mut reply: Reply) -> Response<BoxBody> {
+    if let Some((method, _)) = json.as_ref().and_then(Json::method) {
         let encoding =
             header_encoding(&reply.metadata, GRPC_ENCODING).unwrap_or(Encoding::Identity);
         reply.metadata.remove(GRPC_ENCODING);

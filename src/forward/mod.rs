@@ -6,7 +6,11 @@ mod connect;
 mod grpc;
 mod grpc_web;
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
@@ -99,27 +103,35 @@ impl Proxy {
     }
 
     /// Handles one request. Never fails: every problem becomes a response in the caller's
-    /// protocol.
-    pub(crate) async fn handle(&self, req: Request<Incoming>) -> Response<BoxBody> {
+    /// protocol. The request is classified, routed and (on the usual paths) sent upstream
+    /// before this returns; the future waits for the answer and adds the CORS headers.
+    pub(crate) fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Handling {
         // Preflights are answered here; they never reach routing.
         if CorsPolicy::is_preflight(&req) {
-            return self.cors.preflight(&req).map(|()| body::empty());
+            let res = self.cors.preflight(&req).map(|()| body::empty());
+            return Handling {
+                inner: ready(res),
+                cors: None,
+            };
         }
         let origin = req.headers().get(header::ORIGIN).cloned();
-        let mut res = self.dispatch(req).await;
-        self.cors.decorate(origin.as_ref(), res.headers_mut());
-        res
+        Handling {
+            inner: self.dispatch(req),
+            cors: Some((self.clone(), origin)),
+        }
     }
 
-    /// Each protocol's forwarding future is boxed: a call then holds only the state of its
-    /// own protocol, not room for the largest of them (memory per open call, and less to move).
-    async fn dispatch(&self, req: Request<Incoming>) -> Response<BoxBody> {
+    /// Each protocol's forwarding future is boxed on its own: a call then holds only the state
+    /// of its own protocol, not room for the largest of them. The proto paths of gRPC-Web and
+    /// gRPC have nothing to wait for before the upstream request goes out, so they are built
+    /// here; the others (schemas to consult first) are async throughout.
+    fn dispatch(self: &Arc<Self>, req: Request<Incoming>) -> Responding {
         let protocol = match protocol::detect(&req) {
             Ok(p) => p,
             Err(rejection) => {
                 // Plain GETs that are not Connect calls may be files of the demo page.
                 let page = self.assets.as_ref().and_then(|a| a.serve(&req));
-                return page.unwrap_or_else(|| reject(rejection));
+                return ready(page.unwrap_or_else(|| reject(rejection)));
             }
         };
         let target = self.route(&req);
@@ -127,60 +139,71 @@ impl Proxy {
         match protocol {
             Protocol::GrpcWeb(mode) => {
                 let Some(t) = target else {
-                    return grpc_web::respond(&mode, Reply::error(no_route(path)));
+                    return ready(grpc_web::respond(&mode, Reply::error(no_route(path))));
                 };
-                let json = match mode.codec {
-                    Codec::Proto => None,
-                    Codec::Json => match self.json_plan(t, path).await {
-                        Ok(json) => Some(json),
+                if mode.codec == Codec::Proto {
+                    return Box::pin(grpc_web::forward(self.call(t, &req), mode, None, req));
+                }
+                let proxy = self.clone();
+                Box::pin(async move {
+                    let json = match proxy.json_plan(t, req.uri().path()).await {
+                        Ok(json) => json,
                         Err(status) => return grpc_web::respond(&mode, Reply::error(status)),
-                    },
-                };
-                Box::pin(grpc_web::forward(self.call(t, &req), mode, json, req)).await
+                    };
+                    let call = proxy.call(t, &req);
+                    grpc_web::forward(call, mode, Some(json), req).await
+                })
             }
             Protocol::Grpc => match target {
-                Some(t) => Box::pin(grpc::forward(self.call(t, &req), req)).await,
-                None => grpc::respond(Reply::error(no_route(path))),
+                Some(t) => Box::pin(grpc::forward(self.call(t, &req), req)),
+                None => ready(grpc::respond(Reply::error(no_route(path)))),
             },
             Protocol::Connect(mode) => {
                 let Some(t) = target else {
-                    return connect::no_route(path);
+                    return ready(connect::no_route(path));
                 };
                 let timeout = match crate::protocol::connect::timeout(req.headers()) {
                     Ok(timeout) => timeout,
-                    Err(status) => return connect::early_error(mode, status),
+                    Err(status) => return ready(connect::early_error(mode, status)),
                 };
-                let json = match mode.codec {
-                    Codec::Proto => None,
-                    Codec::Json => match self.json_plan(t, path).await {
-                        Ok(json) => Some(json),
-                        // A method the schema does not know: answered like a Connect server
-                        // answers an unknown path.
-                        Err(status) if status.code == Code::Unimplemented => {
-                            return connect::not_found(status)
-                        }
-                        Err(status) => return connect::early_error(mode, status),
-                    },
-                };
-                if let Some(refusal) = self.check_connect_shape(t, path, mode, json.as_ref()).await
-                {
-                    return refusal;
-                }
                 let call = Call::new(self.upstreams[t.upstream].clone(), t, timeout);
-                Box::pin(connect::forward(call, mode, json, req)).await
+                let proxy = self.clone();
+                Box::pin(async move {
+                    let path = req.uri().path();
+                    let json = match mode.codec {
+                        Codec::Proto => None,
+                        Codec::Json => match proxy.json_plan(t, path).await {
+                            Ok(json) => Some(json),
+                            // A method the schema does not know: answered like a Connect
+                            // server answers an unknown path.
+                            Err(status) if status.code == Code::Unimplemented => {
+                                return connect::not_found(status)
+                            }
+                            Err(status) => return connect::early_error(mode, status),
+                        },
+                    };
+                    if let Some(refusal) = proxy
+                        .check_connect_shape(t, path, mode, json.as_ref())
+                        .await
+                    {
+                        return refusal;
+                    }
+                    connect::forward(call, mode, json, req).await
+                })
             }
         }
     }
 
     /// How a JSON call to `path` is handled: passed through or transcoded, or why it fails.
     async fn json_plan(&self, t: Target, path: &str) -> Result<Json, Status> {
-        let plan = self.schemas[t.upstream]
-            .plan(
-                &self.upstreams[t.upstream],
-                self.route_schemas[t.route].as_ref(),
-                path,
-            )
-            .await;
+        // Boxed: only JSON calls (and Connect calls with a schema) get here, and the plan may
+        // fetch descriptors by reflection, a large future.
+        let plan = Box::pin(self.schemas[t.upstream].plan(
+            &self.upstreams[t.upstream],
+            self.route_schemas[t.route].as_ref(),
+            path,
+        ));
+        let plan = plan.await;
         match plan {
             Plan::Passthrough => Ok(Json::Passthrough),
             Plan::Transcode {
@@ -255,6 +278,32 @@ impl Proxy {
             target,
             call::grpc_timeout(req.headers()),
         )
+    }
+}
+
+/// A response on its way, boxed (see [`Proxy::dispatch`]).
+type Responding = Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>>;
+
+fn ready(res: Response<BoxBody>) -> Responding {
+    Box::pin(std::future::ready(res))
+}
+
+/// The future of [`Proxy::handle`]: the response, with the CORS headers added.
+pub(crate) struct Handling {
+    inner: Responding,
+    /// The policy and the caller's `origin`, for the CORS headers (none on preflights).
+    cors: Option<(Arc<Proxy>, Option<HeaderValue>)>,
+}
+
+impl Future for Handling {
+    type Output = Result<Response<BoxBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut res = ready!(self.inner.as_mut().poll(cx));
+        if let Some((proxy, origin)) = self.cors.take() {
+            proxy.cors.decorate(origin.as_ref(), res.headers_mut());
+        }
+        Poll::Ready(Ok(res))
     }
 }
 

@@ -2,7 +2,6 @@
 
 pub(crate) mod tls;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,12 +149,9 @@ async fn serve<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
-        let proxy = proxy.clone();
-        // Boxed: an HTTP/2 stream's task is sized for this future and keeps that size while
-        // the response body streams, so an open stream would otherwise hold a few KiB more.
-        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req).await) })
-    });
+    // The future is small (the protocol's own state is boxed inside): an HTTP/2 stream's task
+    // is sized for it and keeps that size while the response body streams.
+    let service = service_fn(move |req| proxy.handle(req));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let result = tokio::select! {

@@ -1,10 +1,17 @@
 //! The connection pool of one upstream. Each endpoint keeps a few HTTP/2 connections that
 //! every caller shares; a new connection opens only when the existing ones are busy or gone.
+//!
+//! Callers never wait for a connection while one is open: when every open connection is busy,
+//! another one is opened in the background and the call goes on the least busy one meanwhile
+//! (HTTP/2 multiplexes, so busy means slower, not refused). Only when no connection is open do
+//! callers wait, and then all of them wait for the same connect.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
@@ -22,6 +29,8 @@ const STREAMS_PER_CONNECTION: usize = 100;
 /// Connections per endpoint at most.
 const MAX_CONNECTIONS: usize = 8;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a background connect failed, the pool grows no earlier than this.
+const GROW_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Counts a stream as active on its connection until dropped.
 #[derive(Debug)]
@@ -42,8 +51,26 @@ struct Conn {
 struct EndpointPool {
     endpoint: config::Endpoint,
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
-    conns: Mutex<Vec<Conn>>,
-    connecting: tokio::sync::Mutex<()>,
+    conns: Mutex<Conns>,
+    /// Held by whoever is connecting, so that only one connect runs at a time.
+    connecting: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Default)]
+struct Conns {
+    list: Vec<Conn>,
+    /// When a background connect failed last.
+    grow_failed: Option<std::time::Instant>,
+}
+
+/// What [`EndpointPool::pick`] found.
+enum Pick {
+    /// A connection with room.
+    Ready(Conn),
+    /// The least busy connection; all are busy and the pool may grow.
+    Busy(Conn),
+    /// No open connection.
+    None,
 }
 
 /// A client for one upstream.
@@ -51,7 +78,7 @@ pub(crate) struct UpstreamClient {
     pub(crate) config: Arc<config::Upstream>,
     /// The configured name, shared by every call's error messages.
     pub(crate) name: Arc<str>,
-    endpoints: Vec<EndpointPool>,
+    endpoints: Vec<Arc<EndpointPool>>,
     next: AtomicUsize,
 }
 
@@ -85,12 +112,12 @@ impl UpstreamClient {
                 }
                 _ => None,
             };
-            endpoints.push(EndpointPool {
+            endpoints.push(Arc::new(EndpointPool {
                 endpoint: e.clone(),
                 tls,
-                conns: Mutex::new(Vec::new()),
-                connecting: tokio::sync::Mutex::new(()),
-            });
+                conns: Mutex::new(Conns::default()),
+                connecting: Arc::new(tokio::sync::Mutex::new(())),
+            }));
         }
         Ok(UpstreamClient {
             name: Arc::from(config.name.as_str()),
@@ -100,12 +127,77 @@ impl UpstreamClient {
         })
     }
 
+    /// Sends a request (its URI holds only the path) to one of the endpoints, like [`send`],
+    /// but hands it to a connection before returning when one is open (the usual case): the
+    /// future then holds only that connection's send, not the request and the steps before
+    /// it. Without an open connection it is [`send`], boxed.
+    ///
+    /// [`send`]: UpstreamClient::send
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        mut req: Request<BoxBody>,
+    ) -> impl Future<Output = Result<(Response<Incoming>, StreamGuard), SendError>> + Send + 'static
+    {
+        let n = self.endpoints.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let picked = match self.endpoints.get(first % n.max(1)) {
+            Some(ep) => match ep.pick() {
+                Pick::Ready(c) => Some(c),
+                Pick::Busy(c) => {
+                    ep.grow();
+                    Some(c)
+                }
+                Pick::None => None,
+            },
+            None => None,
+        };
+        let Some(mut conn) = picked else {
+            let client = self.clone();
+            return Either::Right(Box::pin(async move { client.send_from(req, first).await }));
+        };
+        let ep = self.endpoints[first % n].clone();
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = ep.uri(&path);
+        conn.active.fetch_add(1, Ordering::Relaxed);
+        let guard = StreamGuard(conn.active.clone());
+        let sending = conn.sender.try_send_request(req);
+        let client = self.clone();
+        Either::Left(async move {
+            match sending.await {
+                Ok(res) => Ok((res, guard)),
+                Err(mut e) => match e.take_message() {
+                    // The connection went away meanwhile: the general path, which retries.
+                    Some(back) => {
+                        drop(guard);
+                        ep.forget_closed();
+                        let retry = Box::pin(async move { client.send_from(back, first).await });
+                        retry.await
+                    }
+                    None => Err(SendError::Stream(e.into_error())),
+                },
+            }
+        })
+    }
+
     /// Sends a request (its URI holds only the path) to one of the endpoints.
     pub(crate) async fn send(
         &self,
-        mut req: Request<BoxBody>,
+        req: Request<BoxBody>,
     ) -> Result<(Response<Incoming>, StreamGuard), SendError> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        self.send_from(req, first).await
+    }
+
+    /// Tries the endpoints in turn, from the `start`th.
+    async fn send_from(
+        &self,
+        mut req: Request<BoxBody>,
+        start: usize,
+    ) -> Result<(Response<Incoming>, StreamGuard), SendError> {
         let n = self.endpoints.len();
         let path = req
             .uri()
@@ -176,51 +268,92 @@ impl EndpointPool {
         Uri::from_parts(parts).unwrap_or_default()
     }
 
-    /// The open connection with the fewest active streams, unless all are busy and another
-    /// may be opened. Closed connections are skipped here and dropped when a new one opens or
-    /// a send finds one closed.
-    fn pick(&self) -> Option<Conn> {
+    /// The open connection with the fewest active streams, and whether the pool should grow.
+    /// Closed connections are skipped here and dropped when a new one opens or a send finds
+    /// one closed.
+    fn pick(&self) -> Pick {
         let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let open = conns.iter().filter(|c| !c.sender.is_closed());
-        let best = open
+        let open = conns.list.iter().filter(|c| !c.sender.is_closed());
+        let Some(best) = open
             .clone()
-            .min_by_key(|c| c.active.load(Ordering::Relaxed))?;
+            .min_by_key(|c| c.active.load(Ordering::Relaxed))
+        else {
+            return Pick::None;
+        };
         let busy = best.active.load(Ordering::Relaxed) >= STREAMS_PER_CONNECTION;
-        if busy && open.count() < MAX_CONNECTIONS {
-            return None;
+        let may_grow = open.count() < MAX_CONNECTIONS
+            && conns
+                .grow_failed
+                .is_none_or(|t| t.elapsed() >= GROW_BACKOFF);
+        if busy && may_grow {
+            Pick::Busy(best.clone())
+        } else {
+            Pick::Ready(best.clone())
         }
-        Some(best.clone())
     }
 
     fn forget_closed(&self) {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.retain(|c| !c.sender.is_closed());
+        conns.list.retain(|c| !c.sender.is_closed());
     }
 
-    async fn conn(&self) -> Result<Conn, String> {
-        match self.pick() {
-            Some(c) => Ok(c),
-            // Boxed: connecting is rare, and its future (TCP, TLS, HTTP/2 handshake) is large.
-            None => Box::pin(self.open()).await,
-        }
-    }
-
-    /// Opens a connection, or waits for the caller already opening one and shares it.
-    async fn open(&self) -> Result<Conn, String> {
-        // One caller connects; the others wait and then share its connection.
-        let _connecting = self.connecting.lock().await;
-        if let Some(c) = self.pick() {
-            return Ok(c);
-        }
-        let sender = self.connect().await?;
+    fn add(&self, sender: SendRequest<BoxBody>) -> Conn {
         let conn = Conn {
             sender,
             active: Arc::new(AtomicUsize::new(0)),
         };
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.retain(|c| !c.sender.is_closed());
-        conns.push(conn.clone());
-        Ok(conn)
+        conns.list.retain(|c| !c.sender.is_closed());
+        conns.list.push(conn.clone());
+        conns.grow_failed = None;
+        conn
+    }
+
+    async fn conn(self: &Arc<Self>) -> Result<Conn, String> {
+        match self.pick() {
+            Pick::Ready(c) => Ok(c),
+            Pick::Busy(c) => {
+                self.grow();
+                Ok(c)
+            }
+            Pick::None => self.open().await,
+        }
+    }
+
+    /// Opens one more connection in the background, unless a connect is already running.
+    fn grow(self: &Arc<Self>) {
+        let Ok(guard) = self.connecting.clone().try_lock_owned() else {
+            return;
+        };
+        let ep = self.clone();
+        tokio::spawn(async move {
+            let _connecting = guard;
+            let connect = Box::pin(ep.connect());
+            match connect.await {
+                Ok(sender) => {
+                    ep.add(sender);
+                }
+                Err(e) => {
+                    tracing::debug!(endpoint = %ep.endpoint.authority, error = %e, "extra upstream connection failed");
+                    let mut conns = ep.conns.lock().unwrap_or_else(|p| p.into_inner());
+                    conns.grow_failed = Some(std::time::Instant::now());
+                }
+            }
+        });
+    }
+
+    /// Opens a connection, or waits for the caller already opening one and shares it.
+    async fn open(&self) -> Result<Conn, String> {
+        // One caller connects; the others wait (a small future each) and then share its
+        // connection.
+        let _connecting = self.connecting.lock().await;
+        if let Pick::Ready(c) | Pick::Busy(c) = self.pick() {
+            return Ok(c);
+        }
+        // Boxed: connecting is rare, and its future (TCP, TLS, HTTP/2 handshake) is large.
+        let connect = Box::pin(self.connect());
+        let sender = connect.await?;
+        Ok(self.add(sender))
     }
 
     async fn connect(&self) -> Result<SendRequest<BoxBody>, String> {
