@@ -98,7 +98,7 @@ pub(crate) struct RequestBody {
     text: Option<TextDecoder>,
     scanner: FrameScanner,
     /// Set when request messages are rewritten: decompressed and/or transformed.
-    recode: Option<Recode>,
+    recode: Option<Box<Recode>>,
     failure: FailureSlot,
     done: bool,
 }
@@ -128,7 +128,11 @@ impl RequestBody {
         encoding: Encoding,
         transform: Option<Transform>,
     ) -> RequestBody {
-        self.recode = Some(Recode::new(self.scanner.limit(), encoding, transform));
+        self.recode = Some(Box::new(Recode::new(
+            self.scanner.limit(),
+            encoding,
+            transform,
+        )));
         self
     }
 
@@ -356,8 +360,9 @@ pub(crate) struct GrpcStream {
     deadline: Option<Pin<Box<Sleep>>>,
     failure: FailureSlot,
     upstream: Arc<str>,
-    pending_end: Option<End>,
-    recode: Option<Recode>,
+    /// Boxed, like `recode`: rare, and a call's reply is moved a few times on its way out.
+    pending_end: Option<Box<End>>,
+    recode: Option<Box<Recode>>,
 }
 
 impl GrpcStream {
@@ -386,7 +391,11 @@ impl GrpcStream {
     /// through `transform`, and delivered uncompressed.
     #[allow(dead_code)] // used by JSON transcoding
     pub(crate) fn transforming(mut self, encoding: Encoding, transform: Transform) -> GrpcStream {
-        self.recode = Some(Recode::new(self.scanner.limit(), encoding, Some(transform)));
+        self.recode = Some(Box::new(Recode::new(
+            self.scanner.limit(),
+            encoding,
+            Some(transform),
+        )));
         self
     }
 
@@ -399,7 +408,7 @@ impl GrpcStream {
             deadline: None,
             failure: Arc::new(OnceLock::new()),
             upstream: Arc::from(""),
-            pending_end: Some(end),
+            pending_end: Some(Box::new(end)),
             recode: None,
         }
     }
@@ -436,7 +445,7 @@ impl GrpcStream {
     /// The next event.
     pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         if let Some(end) = self.pending_end.take() {
-            return Poll::Ready(Some(Event::End(end)));
+            return Poll::Ready(Some(Event::End(*end)));
         }
         let Some(body) = self.body.as_mut() else {
             return Poll::Ready(None);

@@ -276,7 +276,7 @@ fn parse_opts() -> Result<Opts, String> {
         quick: false,
         out: bench_dir.join("RESULTS.md"),
         only: None,
-        workloads: ["unary", "stream", "idle", "h2load"]
+        workloads: ["unary", "stream", "stream-apart", "idle", "h2load"]
             .map(String::from)
             .to_vec(),
         switchboard: bench_dir.join("../target/release/switchboard"),
@@ -430,7 +430,19 @@ impl Env {
         args: Vec<String>,
         port: u16,
     ) -> Result<Proc, String> {
-        let (mut cmd, cmdline) = self.command(self.opts.server_core, program, &args);
+        self.start_on(self.opts.server_core, name, program, args, port)
+    }
+
+    /// Starts a server pinned to `core` and waits until it listens.
+    fn start_on(
+        &mut self,
+        core: usize,
+        name: &str,
+        program: &Path,
+        args: Vec<String>,
+        port: u16,
+    ) -> Result<Proc, String> {
+        let (mut cmd, cmdline) = self.command(core, program, &args);
         let log = std::fs::File::create(self.work.join(format!("{name}-{port}.log")))
             .map_err(|e| e.to_string())?;
         cmd.env("RUST_LOG", "warn")
@@ -463,19 +475,24 @@ impl Env {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        if !self
-            .commands
-            .iter()
-            .any(|c| c.contains(program.to_string_lossy().as_ref()))
-        {
+        // One line per program and core (ports differ from start to start).
+        let pin = format!("taskset -c {core} {}", program.display());
+        if !self.commands.iter().any(|c| {
+            c.contains(program.to_string_lossy().as_ref()) && (!self.pinned || c.starts_with(&pin))
+        }) {
             self.commands.push(cmdline);
         }
         Ok(proc)
     }
 
     fn start_backend(&mut self) -> Result<Proc, String> {
+        self.start_backend_on(self.opts.server_core)
+    }
+
+    fn start_backend_on(&mut self, core: usize) -> Result<Proc, String> {
         let port = free_port();
-        self.start(
+        self.start_on(
+            core,
             "bench-backend",
             &bin("bench-backend"),
             vec![format!("127.0.0.1:{port}")],
@@ -842,43 +859,7 @@ fn run(opts: Opts) -> Result<(), String> {
         }
     }
     if wants("stream") {
-        let mut best: Vec<Option<LoadOut>> = vec![None; matrix.len()];
-        for round in 0..opts.repeat {
-            for (i, v) in matrix.iter().enumerate() {
-                let (port, proxy, backend) = servers.of(v).ok_or("server missing")?;
-                let pids = pids_arg(proxy, backend);
-                let args = load_args(
-                    v,
-                    port,
-                    "stream",
-                    opts.stream_size,
-                    opts.stream_concurrency,
-                    &opts,
-                    &pids,
-                );
-                let (out, line, tries) = env.load_calm(args, secs_limit(&opts), |o| o.mb_per_s);
-                note_command(&mut env, "stream", &line);
-                progress(&format!(
-                    "stream {} (round {}{}): {:.0} MB/s {}",
-                    v.id,
-                    round + 1,
-                    tries_note(tries),
-                    out.mb_per_s,
-                    out.error.as_deref().unwrap_or("")
-                ));
-                keep_best(&mut best[i], out, |o| o.mb_per_s);
-            }
-        }
-        for (v, out) in matrix.iter().zip(best) {
-            cells.push(Cell {
-                workload: "stream",
-                size: opts.stream_size,
-                concurrency: opts.stream_concurrency,
-                variant: v.id,
-                out: out.unwrap_or_default(),
-                h2load_rps: None,
-            });
-        }
+        cells.extend(measure_streams(&mut env, &servers, &matrix, "stream")?);
     }
     if wants("idle") {
         for v in variants.iter().filter(|v| v.idle) {
@@ -912,6 +893,29 @@ fn run(opts: Opts) -> Result<(), String> {
         }
     }
     drop(servers);
+    // The same streams with each proxy on a core of its own: the backend and the load
+    // generator share the other core, in every variant including direct gRPC.
+    let apart: Vec<&Variant> = matrix
+        .iter()
+        .copied()
+        .filter(|v| v.server != Server::TonicWeb)
+        .collect();
+    if wants("stream-apart") && pinned && !apart.is_empty() {
+        let backend = env.start_backend_on(opts.load_core)?;
+        let mut servers = Servers {
+            backend,
+            forwarder: None,
+            tonic_web: None,
+            switchboard: None,
+        };
+        for s in [Server::Forwarder, Server::Switchboard] {
+            if apart.iter().any(|v| v.server == s) {
+                let p = env.start_server(s, &servers.backend)?;
+                *servers.slot(s) = Some(p);
+            }
+        }
+        cells.extend(measure_streams(&mut env, &servers, &apart, "stream-apart")?);
+    }
     let machine_after = report::Machine::read(&env);
     let elapsed = started.elapsed();
     let jsonl: String = cells
@@ -939,6 +943,56 @@ fn run(opts: Opts) -> Result<(), String> {
         work.join("results.jsonl").display()
     ));
     Ok(())
+}
+
+/// Server-streaming throughput of every variant, `opts.repeat` interleaved rounds, the best
+/// round of each kept; the cells are labelled `workload`.
+fn measure_streams(
+    env: &mut Env,
+    servers: &Servers,
+    variants: &[&'static Variant],
+    workload: &'static str,
+) -> Result<Vec<Cell>, String> {
+    let opts = env.opts.clone();
+    let mut best: Vec<Option<LoadOut>> = vec![None; variants.len()];
+    for round in 0..opts.repeat {
+        for (i, v) in variants.iter().enumerate() {
+            let (port, proxy, backend) = servers.of(v).ok_or("server missing")?;
+            let pids = pids_arg(proxy, backend);
+            let args = load_args(
+                v,
+                port,
+                "stream",
+                opts.stream_size,
+                opts.stream_concurrency,
+                &opts,
+                &pids,
+            );
+            let (out, line, tries) = env.load_calm(args, secs_limit(&opts), |o| o.mb_per_s);
+            note_command(env, workload, &line);
+            progress(&format!(
+                "{workload} {} (round {}{}): {:.0} MB/s {}",
+                v.id,
+                round + 1,
+                tries_note(tries),
+                out.mb_per_s,
+                out.error.as_deref().unwrap_or("")
+            ));
+            keep_best(&mut best[i], out, |o| o.mb_per_s);
+        }
+    }
+    Ok(variants
+        .iter()
+        .zip(best)
+        .map(|(v, out)| Cell {
+            workload,
+            size: opts.stream_size,
+            concurrency: opts.stream_concurrency,
+            variant: v.id,
+            out: out.unwrap_or_default(),
+            h2load_rps: None,
+        })
+        .collect())
 }
 
 fn tries_note(tries: usize) -> String {
