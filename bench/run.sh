@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Switchboard's benchmark harness, in one command:
 #
-#   bench/run.sh            full run, ~13 minutes: every variant, every workload, 2 rounds
-#   bench/run.sh --quick    smoke run, ~2 minutes (1 s per cell)
+#   bench/run.sh            full run, ~16 minutes: every variant, every workload, 2 rounds
+#   bench/run.sh --quick    smoke run, ~3 minutes (0.8 s per cell, one round)
 #   bench/run.sh --help     options: --only VARIANTS, --workloads, --duration, --no-pin, ...
 #
 # Builds Switchboard and the bench programs in release mode, installs h2load (Debian

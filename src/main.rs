@@ -45,6 +45,17 @@ fn collect_when_idle() {
     }
 }
 
+/// Wakes a runtime worker every [`COLLECT_INTERVAL`], so that it parks again afterwards: the
+/// last park after a burst may come too soon after a collect to make another, and nothing else
+/// would wake the worker until the next call.
+async fn tick_for_collection() {
+    let mut tick = tokio::time::interval(COLLECT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+    }
+}
+
 /// The tokio runtime of `run` and `demo`: one worker per core.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -102,6 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let runtime = runtime()?;
     runtime.block_on(async {
+        tokio::spawn(tick_for_collection());
         let stop = shutdown_signal();
         let running = switchboard::spawn(config).await?;
         stop.await;
@@ -115,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn run_demo(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     let runtime = runtime()?;
     runtime.block_on(async {
+        tokio::spawn(tick_for_collection());
         // Listening for Ctrl-C before the URL is out, so an early one is not lost.
         let stop = shutdown_signal();
         let demo = switchboard::demo::spawn(listen).await?;

@@ -240,6 +240,10 @@ pub struct Cell {
     pub out: LoadOut,
     /// h2load's req/s (cross-check cells only).
     pub h2load_rps: Option<f64>,
+    /// Unary req/s relative to the bare forwarder of the same HTTP version measured right
+    /// before and right after it (their mean), averaged over the rounds: a ratio that the
+    /// machine's speed drifting from minute to minute does not move.
+    pub vs_fwd: Option<f64>,
 }
 
 /// Settings of the run.
@@ -283,8 +287,8 @@ fn parse_opts() -> Result<Opts, String> {
         pin: true,
         load_core: 0,
         server_core: 1,
-        warmup: 0.6,
-        duration: 3.0,
+        warmup: 0.4,
+        duration: 2.0,
         repeat: 2,
         retries: 2,
         small: 100,
@@ -777,7 +781,7 @@ fn run(opts: Opts) -> Result<(), String> {
     let mut cells = Vec::new();
     let matrix: Vec<&Variant> = variants.iter().copied().filter(|v| v.matrix).collect();
     let unary_total = if wants("unary") {
-        2 * opts.concurrencies.len() * matrix.len() * opts.repeat
+        2 * opts.concurrencies.len() * bracketed(&matrix).len() * opts.repeat
     } else {
         0
     };
@@ -802,8 +806,12 @@ fn run(opts: Opts) -> Result<(), String> {
         for size in [opts.small, opts.large] {
             for &c in &opts.concurrencies {
                 let mut best: Vec<Option<LoadOut>> = vec![None; matrix.len()];
+                let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); matrix.len()];
                 for round in 0..opts.repeat {
-                    for (i, v) in matrix.iter().enumerate() {
+                    let order = bracketed(&matrix);
+                    let mut measured: Vec<(usize, f64)> = Vec::with_capacity(order.len());
+                    for &i in &order {
+                        let v = matrix[i];
                         n += 1;
                         let (port, proxy, backend) = servers.of(v).ok_or("server missing")?;
                         let pids = pids_arg(proxy, backend);
@@ -818,10 +826,13 @@ fn run(opts: Opts) -> Result<(), String> {
                             tries_note(tries),
                             report::summary(&out)
                         ));
+                        measured.push((i, if out.ok { out.rps } else { 0.0 }));
                         keep_best(&mut best[i], out, |o| o.rps);
                         let last_round = round + 1 == opts.repeat;
+                        let first_time = measured.iter().filter(|(j, _)| *j == i).count() == 1;
                         if cross_check
                             && last_round
+                            && first_time
                             && size == opts.small
                             && c == 16
                             && H2LOAD_VARIANTS.contains(&v.id)
@@ -840,11 +851,15 @@ fn run(opts: Opts) -> Result<(), String> {
                                 variant: v.id,
                                 out: LoadOut::default(),
                                 h2load_rps: rps,
+                                vs_fwd: None,
                             });
                         }
                     }
+                    for (i, r) in bracket_ratios(&matrix, &measured) {
+                        ratios[i].push(r);
+                    }
                 }
-                for (v, out) in matrix.iter().zip(best) {
+                for ((v, out), r) in matrix.iter().zip(best).zip(ratios) {
                     let out = out.unwrap_or_default();
                     cells.push(Cell {
                         workload: "unary",
@@ -853,6 +868,7 @@ fn run(opts: Opts) -> Result<(), String> {
                         variant: v.id,
                         out,
                         h2load_rps: None,
+                        vs_fwd: (!r.is_empty()).then(|| r.iter().sum::<f64>() / r.len() as f64),
                     });
                 }
             }
@@ -889,6 +905,7 @@ fn run(opts: Opts) -> Result<(), String> {
                 variant: v.id,
                 out,
                 h2load_rps: None,
+                vs_fwd: None,
             });
         }
     }
@@ -991,8 +1008,61 @@ fn measure_streams(
             variant: v.id,
             out: out.unwrap_or_default(),
             h2load_rps: None,
+            vs_fwd: None,
         })
         .collect())
+}
+
+/// The order of one unary round: every variant once, and the bare forwarder of the same HTTP
+/// version right before each Switchboard variant, and once more at the end, so
+/// each of those has a baseline measured on either side (indices into `matrix`).
+fn bracketed(matrix: &[&'static Variant]) -> Vec<usize> {
+    let pos = |id: &str| matrix.iter().position(|v| v.id == id);
+    let mut order: Vec<usize> = Vec::new();
+    let push = |order: &mut Vec<usize>, i: usize| {
+        if order.last() != Some(&i) {
+            order.push(i);
+        }
+    };
+    for (i, v) in matrix.iter().enumerate() {
+        let fwd = pos(report::fwd_of(v));
+        match fwd {
+            Some(f) if v.server == Server::Switchboard => {
+                push(&mut order, f);
+                push(&mut order, i);
+            }
+            _ => push(&mut order, i),
+        }
+    }
+    for id in ["fwd-h1", "fwd-h2"] {
+        if let Some(f) = pos(id) {
+            push(&mut order, f);
+        }
+    }
+    order
+}
+
+/// Each measured variant's req/s over the mean of its forwarder's nearest measurements before
+/// and after it in the round (`measured`: matrix index and req/s, in order).
+fn bracket_ratios(matrix: &[&'static Variant], measured: &[(usize, f64)]) -> Vec<(usize, f64)> {
+    let mut out = Vec::new();
+    for (p, &(i, rps)) in measured.iter().enumerate() {
+        let v = matrix[i];
+        if v.server != Server::Switchboard || rps <= 0.0 {
+            continue;
+        }
+        let fwd = report::fwd_of(v);
+        let is_fwd = |&&(j, r): &&(usize, f64)| matrix[j].id == fwd && r > 0.0;
+        let before = measured[..p].iter().rev().find(is_fwd).map(|x| x.1);
+        let after = measured[p + 1..].iter().find(is_fwd).map(|x| x.1);
+        let base = match (before, after) {
+            (Some(a), Some(b)) => (a + b) / 2.0,
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => continue,
+        };
+        out.push((i, rps / base));
+    }
+    out
 }
 
 fn tries_note(tries: usize) -> String {

@@ -169,7 +169,7 @@ fn variant(id: &str) -> &'static Variant {
 }
 
 /// The bare forwarder of the same HTTP version.
-fn fwd_of(v: &Variant) -> &'static str {
+pub fn fwd_of(v: &Variant) -> &'static str {
     if v.http1 {
         "fwd-h1"
     } else {
@@ -199,6 +199,24 @@ impl Cells<'_> {
             })
             .map(|x| &x.out)
             .filter(|o| o.ok)
+    }
+    /// Unary req/s over the bare forwarder: bracketed in the rounds when it was (see
+    /// `Cell::vs_fwd`), else the ratio of the best rounds.
+    fn vs_fwd(&self, size: usize, c: usize, v: &Variant) -> Option<f64> {
+        let bracketed = self
+            .0
+            .iter()
+            .find(|x| {
+                x.workload == "unary" && x.size == size && x.concurrency == c && x.variant == v.id
+            })
+            .filter(|x| x.out.ok)
+            .and_then(|x| x.vs_fwd);
+        bracketed.or_else(
+            || match (self.rps(size, c, v.id), self.rps(size, c, fwd_of(v))) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            },
+        )
     }
     fn rps(&self, size: usize, c: usize, id: &str) -> Option<f64> {
         self.get("unary", size, c, id).map(|o| o.rps)
@@ -406,7 +424,11 @@ pub fn render(
          (‡ = 90% or more: the load generator, not the server, may be the limit, so that figure is a lower bound); \
          *other load* is the CPU (in cores) that every other process on the machine used meanwhile, from /proc/stat: \
          a cell with a high one was disturbed by other work and its figures are less trustworthy. \
-         Ratios: ×fwd = to the bare forwarder of the same HTTP version, ×direct = to direct gRPC, ×tonic-web = to \
+         Ratios: ×fwd = to the bare forwarder of the same HTTP version; in the unary tables it is bracketed: \
+         each round measures that forwarder right before and right after the variant, the variant's req/s is \
+         divided by the mean of those two, and the rounds' ratios are averaged, so the machine's speed drifting \
+         between minutes (it does here, by a third and more) cancels out; req/s columns show each variant's \
+         best round. ×direct = to direct gRPC, ×tonic-web = to \
          tonic-web on the same protocol and HTTP version (gRPC-Web binary for Connect). Above 1 is faster. \
          *by CPU* ratios divide the baseline's server CPU per call (or per GB) by the variant's: the throughput \
          ratio to expect if the server core were the only limit and wholly theirs. They are much less sensitive \
@@ -463,7 +485,7 @@ pub fn render(
                         pct(server_busy(out), false),
                         pct(loadgen_busy(out), loadgen_busy(out) >= 0.9),
                         other(out),
-                        ratio(me, cs.rps(size, c, fwd_of(v))),
+                        cs.vs_fwd(size, c, v).map_or("—".into(), |r| format!("{r:.2}×")),
                         cs.cpu_ratio("unary", size, c, v.id, fwd_of(v)).map_or("—".into(), |r| format!("{r:.2}×")),
                         ratio(me, cs.rps(size, c, "direct")),
                         tw_of(v).map_or("—".into(), |t| ratio(me, cs.rps(size, c, t))),
@@ -711,10 +733,7 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
                     if !o.concurrencies.contains(&c) {
                         continue;
                     }
-                    let r = match (cs.rps(size, c, id), cs.rps(size, c, fwd_of(v))) {
-                        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-                        _ => None,
-                    };
+                    let r = cs.vs_fwd(size, c, v);
                     row(
                         w,
                         "unary req/s ≥ 0.9× bare forwarder",
