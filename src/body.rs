@@ -20,7 +20,7 @@ use crate::protocol::grpc::frame::{self, FrameDecoder, FrameError, FrameScanner,
 use crate::protocol::grpc::status::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS_BIN};
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::grpc_web::TextDecoder;
-use crate::upstream::StreamGuard;
+use crate::upstream::{StreamGuard, UpstreamBody};
 
 /// Error type of bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -101,6 +101,8 @@ pub(crate) struct RequestBody {
     recode: Option<Box<Recode>>,
     failure: FailureSlot,
     done: bool,
+    /// A frame polled ahead by [`RequestBody::first_frame`], returned first.
+    ahead: Option<Result<Frame<Bytes>, BoxError>>,
 }
 
 impl RequestBody {
@@ -118,6 +120,16 @@ impl RequestBody {
             recode: None,
             failure,
             done: false,
+            ahead: None,
+        }
+    }
+
+    /// Waits until the body has its first frame (or has ended), which is then returned first.
+    /// The request then goes upstream with its message in the same write as its headers.
+    pub(crate) async fn first_frame(&mut self) {
+        if self.ahead.is_none() && !self.done {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await;
+            self.ahead = frame;
         }
     }
 
@@ -201,6 +213,9 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(frame) = this.ahead.take() {
+            return Poll::Ready(Some(frame));
+        }
         if this.done {
             return Poll::Ready(None);
         }
@@ -263,7 +278,7 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.ahead.is_none()
     }
 }
 
@@ -354,7 +369,7 @@ pub(crate) enum Event {
 /// then exactly one end. Enforces the response size limit and the call's deadline, and maps
 /// resets and lost connections to statuses. Dropping it resets the upstream stream.
 pub(crate) struct GrpcStream {
-    body: Option<Incoming>,
+    body: Option<UpstreamBody>,
     _guard: Option<StreamGuard>,
     scanner: FrameScanner,
     deadline: Option<Pin<Box<Sleep>>>,
@@ -368,7 +383,7 @@ pub(crate) struct GrpcStream {
 impl GrpcStream {
     /// Follows an upstream body.
     pub(crate) fn new(
-        body: Incoming,
+        body: UpstreamBody,
         guard: StreamGuard,
         limit: usize,
         deadline: Option<Instant>,
@@ -498,7 +513,7 @@ impl GrpcStream {
                 }
             },
             Some(Err(e)) => {
-                let end = self.failure_or(status_from_hyper(&e, &self.upstream));
+                let end = self.failure_or(status_from_error(&e, &self.upstream));
                 self.finish(end)
             }
             None => {
@@ -570,7 +585,7 @@ pub(crate) fn deadline_exceeded() -> Status {
 
 /// Maps a failed upstream exchange to a status, finding HTTP/2 resets and I/O errors in the
 /// error's causes.
-pub(crate) fn status_from_hyper(err: &hyper::Error, upstream: &str) -> Status {
+pub(crate) fn status_from_error(err: &(dyn std::error::Error + 'static), upstream: &str) -> Status {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(h2e) = e.downcast_ref::<h2::Error>() {

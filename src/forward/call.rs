@@ -9,7 +9,6 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::{self, BoxBody, End, FailureSlot, GrpcStream};
@@ -18,7 +17,7 @@ use crate::protocol::grpc::status::GRPC_STATUS;
 use crate::protocol::grpc::timeout::{encode_grpc_timeout, GRPC_TIMEOUT};
 use crate::protocol::grpc::{Code, Status};
 use crate::routing::Target;
-use crate::upstream::{StreamGuard, UpstreamClient};
+use crate::upstream::{StreamGuard, UpstreamBody, UpstreamClient};
 
 /// A call on its way to an upstream.
 pub(crate) struct Call {
@@ -139,7 +138,7 @@ struct Answer {
 }
 
 impl Answer {
-    async fn classify(&self, res: Response<Incoming>, guard: StreamGuard) -> Reply {
+    async fn classify(&self, res: Response<UpstreamBody>, guard: StreamGuard) -> Reply {
         let (parts, body) = res.into_parts();
         let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
         let is_grpc = content_type
@@ -198,7 +197,7 @@ impl Answer {
 }
 
 /// The start of a non-gRPC reply's body, as one line of text, for the error message.
-async fn read_snippet(mut body: Incoming, deadline: Option<Instant>) -> String {
+async fn read_snippet(mut body: UpstreamBody, deadline: Option<Instant>) -> String {
     const LIMIT: usize = 1024;
     let soon = Instant::now() + Duration::from_secs(2);
     let until = deadline.map_or(soon, |d| d.min(soon));
@@ -232,11 +231,7 @@ async fn read_snippet(mut body: Incoming, deadline: Option<Instant>) -> String {
 
 /// Builds the upstream request for the caller's URI (its path; a query, as in Connect GET, is
 /// dropped), with headers and a body.
-pub(crate) fn upstream_request(
-    caller: &http::Uri,
-    headers: HeaderMap,
-    body: BoxBody,
-) -> Request<BoxBody> {
+pub(crate) fn upstream_request<B>(caller: &http::Uri, headers: HeaderMap, body: B) -> Request<B> {
     let mut req = Request::new(body);
     *req.method_mut() = http::Method::POST;
     *req.version_mut() = http::Version::HTTP_2;

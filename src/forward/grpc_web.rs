@@ -5,8 +5,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::header::{self, HeaderValue};
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -30,13 +31,34 @@ pub(crate) fn forward(
     req: Request<Incoming>,
 ) -> impl Future<Output = Response<BoxBody>> + Send {
     let transcode = json.as_ref().and_then(Json::method);
-    let started = upstream(&call, &mode, transcode, req).map(|r| call.start(r));
-    async move {
-        match started {
-            Ok(started) => answer(mode, json, started.await),
-            Err(status) => respond(&mode, Reply::error(status)),
+    let h1 = req.version() < Version::HTTP_2;
+    let upstream_req = match upstream(&call, &mode, transcode, req) {
+        Ok(r) => r,
+        Err(status) => {
+            let res = respond(&mode, Reply::error(status));
+            return Either::Left(Either::Left(std::future::ready(res)));
         }
+    };
+    if h1 {
+        // hyper hands an HTTP/1.1 body over only after the service has been called; a
+        // gRPC-Web body there is whole (no full-duplex on HTTP/1.1), so wait for its first
+        // frame and send it upstream with the headers, in one write. (An HTTP/2 caller's first
+        // DATA frame has usually arrived with the headers, and waiting there could stall a
+        // bidi call whose client waits for the response headers first.)
+        return Either::Left(Either::Right(async move {
+            let (parts, mut body) = upstream_req.into_parts();
+            match call.deadline {
+                Some(d) => {
+                    let _ = tokio::time::timeout_at(d, body.first_frame()).await;
+                }
+                None => body.first_frame().await,
+            }
+            let started = call.start(Request::from_parts(parts, body.boxed_unsync()));
+            answer(mode, json, started.await)
+        }));
     }
+    let started = call.start(upstream_req.map(|b| b.boxed_unsync()));
+    Either::Right(async move { answer(mode, json, started.await) })
 }
 
 /// The reply for the caller, its messages transcoded back to JSON when they were transcoded.
@@ -60,7 +82,7 @@ fn upstream(
     mode: &Mode,
     transcode: Option<(&crate::protocol::json::Method, bool)>,
     req: Request<Incoming>,
-) -> Result<Request<BoxBody>, crate::protocol::grpc::Status> {
+) -> Result<Request<RequestBody>, crate::protocol::grpc::Status> {
     let (mut parts, body) = req.into_parts();
     let content_type = HeaderValue::from_static(match (mode.codec, transcode) {
         (Codec::Json, None) => CONTENT_TYPE_JSON,
@@ -86,7 +108,7 @@ fn upstream(
     if !headers.contains_key(GRPC_ACCEPT_ENCODING) {
         headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     }
-    Ok(upstream_request(&parts.uri, headers, body.boxed_unsync()))
+    Ok(upstream_request(&parts.uri, headers, body))
 }
 
 /// The encoding a header names (absent means identity); `None` when unsupported.

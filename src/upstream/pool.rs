@@ -14,12 +14,10 @@ use std::time::Duration;
 use futures_util::future::Either;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::conn::{self, Connection, UpstreamBody};
 use crate::body::BoxBody;
 use crate::config;
 use crate::protocol::grpc::{Code, Status};
@@ -48,7 +46,7 @@ impl Drop for StreamGuard {
 
 #[derive(Clone)]
 struct Conn {
-    sender: SendRequest<BoxBody>,
+    sender: Connection,
     active: Arc<AtomicUsize>,
 }
 
@@ -140,26 +138,25 @@ impl UpstreamClient {
     pub(crate) fn start(
         self: &Arc<Self>,
         mut req: Request<BoxBody>,
-    ) -> impl Future<Output = Result<(Response<Incoming>, StreamGuard), SendError>> + Send + 'static
+    ) -> impl Future<Output = Result<(Response<UpstreamBody>, StreamGuard), SendError>> + Send + 'static
     {
         let n = self.endpoints.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         let picked = match self.endpoints.get(first % n.max(1)) {
             Some(ep) => match ep.pick() {
-                Pick::Ready(c) => Some(c),
+                Pick::Ready(c) => Some((ep.clone(), c)),
                 Pick::Busy(c) => {
                     ep.grow();
-                    Some(c)
+                    Some((ep.clone(), c))
                 }
                 Pick::None => None,
             },
             None => None,
         };
-        let Some(mut conn) = picked else {
+        let Some((ep, conn)) = picked else {
             let client = self.clone();
             return Either::Right(Box::pin(async move { client.send_from(req, first).await }));
         };
-        let ep = self.endpoints[first % n].clone();
         let path = req
             .uri()
             .path_and_query()
@@ -168,30 +165,33 @@ impl UpstreamClient {
         *req.uri_mut() = ep.uri(&path);
         conn.active.fetch_add(1, Ordering::Relaxed);
         let guard = StreamGuard(conn.active.clone());
-        let sending = conn.sender.try_send_request(req);
-        let client = self.clone();
-        Either::Left(async move {
-            match sending.await {
-                Ok(res) => Ok((res, guard)),
-                Err(mut e) => match e.take_message() {
-                    // The connection went away meanwhile: the general path, which retries.
-                    Some(back) => {
-                        drop(guard);
-                        ep.forget_closed();
-                        let retry = Box::pin(async move { client.send_from(back, first).await });
-                        retry.await
+        match conn.sender.send(req) {
+            Ok(sending) => Either::Left(Either::Left(async move {
+                match sending.await {
+                    Ok(res) => Ok((res, guard)),
+                    Err(e) => Err(SendError::Stream(e)),
+                }
+            })),
+            Err(refused) => {
+                drop(guard);
+                ep.forget_closed();
+                let client = self.clone();
+                Either::Left(Either::Right(Box::pin(async move {
+                    match refused.request {
+                        // The connection was found closed: the general path, which retries.
+                        Some(back) => client.send_from(back, first).await,
+                        None => Err(SendError::Stream(refused.error)),
                     }
-                    None => Err(SendError::Stream(e.into_error())),
-                },
+                })))
             }
-        })
+        }
     }
 
     /// Sends a request (its URI holds only the path) to one of the endpoints.
     pub(crate) async fn send(
         &self,
         req: Request<BoxBody>,
-    ) -> Result<(Response<Incoming>, StreamGuard), SendError> {
+    ) -> Result<(Response<UpstreamBody>, StreamGuard), SendError> {
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         self.send_from(req, first).await
     }
@@ -201,7 +201,7 @@ impl UpstreamClient {
         &self,
         mut req: Request<BoxBody>,
         start: usize,
-    ) -> Result<(Response<Incoming>, StreamGuard), SendError> {
+    ) -> Result<(Response<UpstreamBody>, StreamGuard), SendError> {
         let n = self.endpoints.len();
         let path = req
             .uri()
@@ -214,7 +214,7 @@ impl UpstreamClient {
             *req.uri_mut() = ep.uri(&path);
             // A connection that went away between checks gives the request back: retry once.
             for _ in 0..2 {
-                let mut conn = match ep.conn().await {
+                let conn = match ep.conn().await {
                     Ok(c) => c,
                     Err(e) => {
                         last_error = Some(SendError::Connect(format!(
@@ -226,14 +226,19 @@ impl UpstreamClient {
                 };
                 conn.active.fetch_add(1, Ordering::Relaxed);
                 let guard = StreamGuard(conn.active.clone());
-                match conn.sender.try_send_request(req).await {
-                    Ok(res) => return Ok((res, guard)),
-                    Err(mut e) => match e.take_message() {
+                match conn.sender.send(req) {
+                    Ok(sending) => {
+                        return match sending.await {
+                            Ok(res) => Ok((res, guard)),
+                            Err(e) => Err(SendError::Stream(e)),
+                        }
+                    }
+                    Err(refused) => match refused.request {
                         Some(back) => {
                             req = back;
                             ep.forget_closed();
                         }
-                        None => return Err(SendError::Stream(e.into_error())),
+                        None => return Err(SendError::Stream(refused.error)),
                     },
                 }
             }
@@ -250,7 +255,7 @@ pub(crate) enum SendError {
     /// No connection could be made.
     Connect(String),
     /// The stream failed.
-    Stream(hyper::Error),
+    Stream(h2::Error),
 }
 
 impl SendError {
@@ -258,7 +263,7 @@ impl SendError {
     pub(crate) fn into_status(self, upstream: &str) -> Status {
         match self {
             SendError::Connect(msg) => Status::new(Code::Unavailable, msg),
-            SendError::Stream(e) => crate::body::status_from_hyper(&e, upstream),
+            SendError::Stream(e) => crate::body::status_from_error(&e, upstream),
         }
     }
 }
@@ -301,11 +306,7 @@ impl EndpointPool {
         conns.list.retain(|c| !c.sender.is_closed());
     }
 
-    fn add(&self, sender: SendRequest<BoxBody>) -> Conn {
-        let conn = Conn {
-            sender,
-            active: Arc::new(AtomicUsize::new(0)),
-        };
+    fn add(&self, conn: Conn) -> Conn {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         conns.list.retain(|c| !c.sender.is_closed());
         conns.list.push(conn.clone());
@@ -334,8 +335,8 @@ impl EndpointPool {
             let _connecting = guard;
             let connect = Box::pin(ep.connect());
             match connect.await {
-                Ok(sender) => {
-                    ep.add(sender);
+                Ok(conn) => {
+                    ep.add(conn);
                 }
                 Err(e) => {
                     tracing::debug!(endpoint = %ep.endpoint.authority, error = %e, "extra upstream connection failed");
@@ -356,11 +357,11 @@ impl EndpointPool {
         }
         // Boxed: connecting is rare, and its future (TCP, TLS, HTTP/2 handshake) is large.
         let connect = Box::pin(self.connect());
-        let sender = connect.await?;
-        Ok(self.add(sender))
+        let conn = connect.await?;
+        Ok(self.add(conn))
     }
 
-    async fn connect(&self) -> Result<SendRequest<BoxBody>, String> {
+    async fn connect(&self) -> Result<Conn, String> {
         let authority = self.endpoint.authority.as_str();
         let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await {
             Ok(Ok(tcp)) => tcp,
@@ -374,7 +375,7 @@ impl EndpointPool {
         };
         let _ = tcp.set_nodelay(true);
         match &self.tls {
-            None => handshake(TokioIo::new(tcp)).await,
+            None => Conn::handshake(tcp).await,
             Some((connector, name)) => {
                 let tls =
                     tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
@@ -384,7 +385,7 @@ impl EndpointPool {
                 if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
                     return Err("the server did not agree to HTTP/2 (ALPN h2)".to_owned());
                 }
-                handshake(TokioIo::new(tls)).await
+                Conn::handshake(tls).await
             }
         }
     }
@@ -397,25 +398,14 @@ fn connect_error(e: &std::io::Error) -> String {
     }
 }
 
-async fn handshake<T>(io: T) -> Result<SendRequest<BoxBody>, String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(4 << 20)
-        .initial_connection_window_size(16 << 20)
-        .max_frame_size(64 << 10)
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(false)
-        .handshake(io)
-        .await
-        .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream connection closed");
-        }
-    });
-    Ok(sender)
+impl Conn {
+    /// The HTTP/2 handshake; the connection counts its active streams from zero.
+    async fn handshake<T>(io: T) -> Result<Conn, String>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let active = Arc::new(AtomicUsize::new(0));
+        let sender = conn::handshake(io, active.clone()).await?;
+        Ok(Conn { sender, active })
+    }
 }
