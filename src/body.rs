@@ -34,6 +34,29 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> BoxBody {
         .boxed_unsync()
 }
 
+/// A body of these chunks, in order (each one DATA frame upstream).
+pub(crate) fn chunks(chunks: std::collections::VecDeque<Bytes>) -> BoxBody {
+    Chunked(chunks).boxed_unsync()
+}
+
+struct Chunked(std::collections::VecDeque<Bytes>);
+
+impl Body for Chunked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// An empty body.
 pub(crate) fn empty() -> BoxBody {
     http_body_util::Empty::new()

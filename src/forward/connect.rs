@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::{BodyExt as _, Limited};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
 use super::call::{upstream_request, Call, Reply};
@@ -104,8 +104,8 @@ async fn unary(
         Err(status) => return unary_error(&status, HeaderMap::new(), HeaderMap::new()),
     };
     let message = match transcode {
-        Some((method, ignore)) => match method.request_to_proto(&message, ignore) {
-            Ok(m) => m,
+        Some((method, ignore)) => match method.request_to_proto(&message.contiguous(), ignore) {
+            Ok(m) => Chunks(vec![m]),
             Err(status) => return unary_error(&status, HeaderMap::new(), HeaderMap::new()),
         },
         None => message,
@@ -115,10 +115,12 @@ async fn unary(
         grpc_content_type(mode.codec, transcode),
     );
     headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
-    let frame = frame::encode(0, &message);
-    let upstream_req = upstream_request(&parts.uri, headers, body::full(frame));
+    // The frame header goes first as a chunk of its own: the message is not copied.
+    let header = Bytes::copy_from_slice(&frame::header(0, message.len()));
+    let frame = std::iter::once(header).chain(message.0).collect();
+    let upstream_req = upstream_request(&parts.uri, headers, body::chunks(frame));
     // Not kept across the awaits that follow: less state per call.
-    drop((parts, message));
+    drop(parts);
     let reply = call.start(upstream_req).await;
     let mut metadata = reply.metadata;
     let upstream_encoding = metadata.remove(GRPC_ENCODING);
@@ -159,36 +161,60 @@ async fn unary(
 }
 
 /// The request message of a unary call: the POST body (bounded, decompressed) or the GET query.
+/// A message as the chunks it arrived in.
+struct Chunks(Vec<Bytes>);
+
+impl Chunks {
+    fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    /// The message in one buffer (copied only when it came in several chunks).
+    fn contiguous(self) -> Bytes {
+        match <[Bytes; 1]>::try_from(self.0) {
+            Ok([one]) => one,
+            Err(chunks) => chunks.concat().into(),
+        }
+    }
+}
+
 async fn read_unary_message(
     call: &Call,
     mode: &mut Mode,
     parts: &http::request::Parts,
-    body: Incoming,
-) -> Result<Bytes, Status> {
+    mut body: Incoming,
+) -> Result<Chunks, Status> {
     connect::check_version(&parts.headers)?;
     if mode.kind == Kind::Get {
         let g = get::parse(parts.uri.query().unwrap_or_default(), call.limit)?;
         mode.codec = g.codec;
-        return Ok(g.message);
+        return Ok(Chunks(vec![g.message]));
     }
     let encoding_name = header_str(&parts.headers, header::CONTENT_ENCODING);
     let encoding =
         Encoding::parse(encoding_name).ok_or_else(|| compression::unsupported(encoding_name))?;
-    let bytes = Limited::new(body, call.limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                Status::new(
+    let mut chunks = Vec::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Status::new(Code::Cancelled, format!("reading the request failed: {e}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            len += data.len();
+            if len > call.limit {
+                return Err(Status::new(
                     Code::ResourceExhausted,
                     format!("request message exceeds the limit of {} bytes", call.limit),
-                )
-            } else {
-                Status::new(Code::Cancelled, format!("reading the request failed: {e}"))
+                ));
             }
-        })?
-        .to_bytes();
-    compression::decompress(encoding, &bytes, call.limit)
+            chunks.push(data);
+        }
+    }
+    let message = Chunks(chunks);
+    if encoding == Encoding::Identity {
+        return Ok(message);
+    }
+    compression::decompress(encoding, &message.contiguous(), call.limit).map(|m| Chunks(vec![m]))
 }
 
 /// Reads a reply to its end, keeping whole messages (each within the limit).
