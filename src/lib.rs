@@ -3,7 +3,7 @@
 //! ```text
 //! TCP accept ─▶ (TLS, ALPN h2/http1.1) ─▶ hyper-util auto server (HTTP/1.1 + HTTP/2)
 //!   ─▶ CORS preflight? ─▶ protocol::detect ─▶ routing ─▶ forward::{grpc_web, grpc}
-//!   ─▶ upstream pool (HTTP/2, h2c or TLS, multiplexed)
+//!   ─▶ upstream pool (HTTP/2 on the h2 crate, h2c or TLS, multiplexed)
 //!   ◀─ messages passed through as they arrive; the end re-encoded for the caller
 //! ```
 //!
