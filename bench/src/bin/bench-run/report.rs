@@ -348,9 +348,9 @@ pub fn render(
     );
     let _ = writeln!(
         w,
-        "| allocator | Switchboard, the bare forwarder and the tonic-web peer: mimalloc (Switchboard sets \
-         `purge_delay` 0, returning freed pages at once; the others keep its defaults). bench-backend and the \
-         load generator: the system allocator |"
+        "| allocator | Switchboard, the bare forwarder and the tonic-web peer: mimalloc with its defaults \
+         (Switchboard's idle workers also ask it to return freed pages). bench-backend and the load generator: \
+         the system allocator |"
     );
     let _ = writeln!(
         w,
@@ -361,7 +361,8 @@ pub fn render(
         if o.repeat > 1 {
             format!(
                 "{} rounds over all variants per cell, the best round of each variant kept (its req/s or MB/s, \
-                 with the CPU and latency figures of that same round)",
+                 with the CPU and latency figures of that same round); in unary rounds each Switchboard variant \
+                 is measured between two runs of its bare forwarder, for the ×fwd ratio",
                 o.repeat
             )
         } else {
