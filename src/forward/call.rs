@@ -11,11 +11,16 @@ use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use tokio::time::Instant;
 
-use crate::body::{self, BoxBody, End, FailureSlot, GrpcStream};
+use futures_util::future::Either;
+
+use crate::body::{self, BoxBody, End, FailureSlot, GrpcStream, RequestBody};
+use crate::protocol::compression::Encoding;
 use crate::protocol::grpc::metadata::is_hop_or_protocol_header;
 use crate::protocol::grpc::status::GRPC_STATUS;
 use crate::protocol::grpc::timeout::{encode_grpc_timeout, GRPC_TIMEOUT};
+use crate::protocol::grpc::GRPC_ENCODING;
 use crate::protocol::grpc::{Code, Status};
+use crate::protocol::json::Method;
 use crate::routing::Target;
 use crate::upstream::{StreamGuard, UpstreamBody, UpstreamClient};
 
@@ -39,6 +44,20 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
+    /// The same reply with each message transcoded from protobuf to JSON (decompressed first
+    /// when the upstream compressed it).
+    pub(crate) fn into_json(mut self, method: &Method) -> Reply {
+        let encoding = super::grpc_web::header_encoding(&self.metadata, GRPC_ENCODING)
+            .unwrap_or(Encoding::Identity);
+        self.metadata.remove(GRPC_ENCODING);
+        let m = method.clone();
+        self.stream = self.stream.transforming(
+            encoding,
+            Arc::new(move |msg: &[u8]| m.response_to_json(msg)),
+        );
+        self
+    }
+
     /// A call that ends with `status` before any message.
     pub(crate) fn error(status: Status) -> Reply {
         Reply {
@@ -89,6 +108,33 @@ impl Call {
             );
         }
         h
+    }
+
+    /// [`Call::start`] for a request whose body is the caller's. hyper hands an HTTP/1.1 body
+    /// over only after the service has been called; there the body is whole (HTTP/1.1 has no
+    /// full duplex), so with `caller_h1` its first frame is awaited (within the deadline) and
+    /// goes upstream with the headers, in one write. An HTTP/2 caller's first DATA frame has
+    /// usually arrived with its headers, and waiting could stall a bidi call whose client waits
+    /// for the response headers first.
+    pub(crate) fn start_request(
+        self,
+        req: Request<RequestBody>,
+        caller_h1: bool,
+    ) -> impl Future<Output = Reply> + Send {
+        if !caller_h1 {
+            return Either::Left(self.start(req.map(|b| b.boxed_unsync())));
+        }
+        let (parts, mut body) = req.into_parts();
+        Either::Right(async move {
+            match self.deadline {
+                Some(d) => {
+                    let _ = tokio::time::timeout_at(d, body.first_frame()).await;
+                }
+                None => body.first_frame().await,
+            }
+            self.start(Request::from_parts(parts, body.boxed_unsync()))
+                .await
+        })
     }
 
     /// Sends the request and waits for the response head (bounded by the deadline). The

@@ -160,7 +160,6 @@ async fn unary(
     res
 }
 
-/// The request message of a unary call: the POST body (bounded, decompressed) or the GET query.
 /// A message as the chunks it arrived in.
 struct Chunks(Vec<Bytes>);
 
@@ -178,6 +177,7 @@ impl Chunks {
     }
 }
 
+/// The request message of a unary call: the POST body (bounded, decompressed) or the GET query.
 async fn read_unary_message(
     call: &Call,
     mode: &mut Mode,
@@ -315,14 +315,7 @@ async fn stream(
     };
     let mut reply = call.start(upstream_req).await;
     if let Some((method, _)) = transcode {
-        let upstream = super::grpc_web::header_encoding(&reply.metadata, GRPC_ENCODING)
-            .unwrap_or(Encoding::Identity);
-        reply.metadata.remove(GRPC_ENCODING);
-        let m = method.clone();
-        reply.stream = reply.stream.transforming(
-            upstream,
-            Arc::new(move |msg: &[u8]| m.response_to_json(msg)),
-        );
+        reply = reply.into_json(method);
     }
     stream_response(mode, reply, client_gzip)
 }

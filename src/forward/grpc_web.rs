@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::future::Either;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use http_body::Frame;
@@ -32,48 +31,21 @@ pub(crate) fn forward(
 ) -> impl Future<Output = Response<BoxBody>> + Send {
     let transcode = json.as_ref().and_then(Json::method);
     let h1 = req.version() < Version::HTTP_2;
-    let upstream_req = match upstream(&call, &mode, transcode, req) {
-        Ok(r) => r,
-        Err(status) => {
-            let res = respond(&mode, Reply::error(status));
-            return Either::Left(Either::Left(std::future::ready(res)));
-        }
-    };
-    if h1 {
-        // hyper hands an HTTP/1.1 body over only after the service has been called; a
-        // gRPC-Web body there is whole (no full-duplex on HTTP/1.1), so wait for its first
-        // frame and send it upstream with the headers, in one write. (An HTTP/2 caller's first
-        // DATA frame has usually arrived with the headers, and waiting there could stall a
-        // bidi call whose client waits for the response headers first.)
-        return Either::Left(Either::Right(async move {
-            let (parts, mut body) = upstream_req.into_parts();
-            match call.deadline {
-                Some(d) => {
-                    let _ = tokio::time::timeout_at(d, body.first_frame()).await;
-                }
-                None => body.first_frame().await,
+    let started = upstream(&call, &mode, transcode, req).map(|r| call.start_request(r, h1));
+    async move {
+        match started {
+            Ok(started) => {
+                let reply = started.await;
+                // Messages transcoded on the way up are transcoded back.
+                let reply = match json.as_ref().and_then(Json::method) {
+                    Some((method, _)) => reply.into_json(method),
+                    None => reply,
+                };
+                respond(&mode, reply)
             }
-            let started = call.start(Request::from_parts(parts, body.boxed_unsync()));
-            answer(mode, json, started.await)
-        }));
+            Err(status) => respond(&mode, Reply::error(status)),
+        }
     }
-    let started = call.start(upstream_req.map(|b| b.boxed_unsync()));
-    Either::Right(async move { answer(mode, json, started.await) })
-}
-
-/// The reply for the caller, its messages transcoded back to JSON when they were transcoded.
-fn answer(mode: Mode, json: Option<Json>, mut reply: Reply) -> Response<BoxBody> {
-    if let Some((method, _)) = json.as_ref().and_then(Json::method) {
-        let encoding =
-            header_encoding(&reply.metadata, GRPC_ENCODING).unwrap_or(Encoding::Identity);
-        reply.metadata.remove(GRPC_ENCODING);
-        let m = method.clone();
-        reply.stream = reply.stream.transforming(
-            encoding,
-            Arc::new(move |msg: &[u8]| m.response_to_json(msg)),
-        );
-    }
-    respond(&mode, reply)
 }
 
 /// The upstream request: headers cleaned, body decoded (and transcoded) on the way.

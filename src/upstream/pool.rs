@@ -166,12 +166,7 @@ impl UpstreamClient {
         conn.active.fetch_add(1, Ordering::Relaxed);
         let guard = StreamGuard(conn.active.clone());
         match conn.sender.send(req) {
-            Ok(sending) => Either::Left(Either::Left(async move {
-                match sending.await {
-                    Ok(res) => Ok((res, guard)),
-                    Err(e) => Err(SendError::Stream(e)),
-                }
-            })),
+            Ok(sending) => Either::Left(Either::Left(answered(sending, guard))),
             Err(refused) => {
                 drop(guard);
                 ep.forget_closed();
@@ -227,12 +222,7 @@ impl UpstreamClient {
                 conn.active.fetch_add(1, Ordering::Relaxed);
                 let guard = StreamGuard(conn.active.clone());
                 match conn.sender.send(req) {
-                    Ok(sending) => {
-                        return match sending.await {
-                            Ok(res) => Ok((res, guard)),
-                            Err(e) => Err(SendError::Stream(e)),
-                        }
-                    }
+                    Ok(sending) => return answered(sending, guard).await,
                     Err(refused) => match refused.request {
                         Some(back) => {
                             req = back;
@@ -247,6 +237,17 @@ impl UpstreamClient {
             SendError::Connect(format!("upstream {:?}: no connection", self.config.name))
         }))
     }
+}
+
+/// The response head of a sent request, with the guard that counts its stream.
+async fn answered(
+    sending: conn::Sending,
+    guard: StreamGuard,
+) -> Result<(Response<UpstreamBody>, StreamGuard), SendError> {
+    sending
+        .await
+        .map(|res| (res, guard))
+        .map_err(SendError::Stream)
 }
 
 /// Why a request could not be sent.
