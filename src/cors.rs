@@ -160,6 +160,7 @@ mod tests {
             allow_credentials: creds,
             max_age: Duration::from_secs(600),
             expose_headers: vec![],
+            allow_headers: None,
         })
     }
 

@@ -1,5 +1,5 @@
-//! The YAML file as written by users. The only file that knows serde_yaml; everything is
-//! checked while parsing so that errors carry a line and column.
+//! The YAML file as written by users. The only file that knows serde_yaml; values are checked
+//! while parsing where that is possible, so errors carry a line and column.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +13,27 @@ use super::units;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct File {
+    #[serde(default)]
+    pub(super) admin: Option<Admin>,
+    #[serde(default)]
+    pub(super) access_log: Option<AccessLog>,
+    #[serde(default)]
+    pub(super) tracing: Option<Tracing>,
+    #[serde(default)]
+    pub(super) shutdown: Option<Shutdown>,
+    #[serde(default)]
+    pub(super) limits: Option<Limits>,
+    /// Reload when the file changes.
+    #[serde(default)]
+    pub(super) watch: bool,
+    #[serde(default)]
+    pub(super) trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub(super) rate_limit_store: Option<String>,
+    #[serde(default)]
+    pub(super) rate_limit_store_failure: Option<FailMode>,
+    #[serde(default)]
+    pub(super) websocket: Option<WebSocket>,
     pub(super) listeners: Vec<Listener>,
     #[serde(default)]
     pub(super) cors: Option<Cors>,
@@ -22,8 +43,91 @@ pub(super) struct File {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct Admin {
+    pub(super) address: Addr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AccessLog {
+    #[serde(default = "yes")]
+    pub(super) enabled: bool,
+    #[serde(default)]
+    pub(super) format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Tracing {
+    #[serde(default)]
+    pub(super) otlp: Option<Otlp>,
+    #[serde(default)]
+    pub(super) sample_ratio: Option<f64>,
+    #[serde(default)]
+    pub(super) service_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Otlp {
+    pub(super) endpoint: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Shutdown {
+    #[serde(default)]
+    pub(super) delay: Option<Dur>,
+    #[serde(default)]
+    pub(super) drain_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Limits {
+    #[serde(default)]
+    pub(super) max_connections: Option<usize>,
+    #[serde(default)]
+    pub(super) header_timeout: Option<Dur>,
+    #[serde(default)]
+    pub(super) body_timeout: Option<Dur>,
+    #[serde(default)]
+    pub(super) idle_timeout: Option<Dur>,
+    #[serde(default)]
+    pub(super) max_concurrent_streams: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum FailMode {
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WebSocket {
+    #[serde(default = "yes")]
+    pub(super) enabled: bool,
+    #[serde(default)]
+    pub(super) ping_interval: Option<Dur>,
+    #[serde(default)]
+    pub(super) idle_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct Listener {
     pub(super) address: Addr,
+    #[serde(default)]
+    pub(super) name: Option<String>,
     #[serde(default)]
     pub(super) tls: Option<ServerTls>,
 }
@@ -33,6 +137,19 @@ pub(super) struct Listener {
 pub(super) struct ServerTls {
     pub(super) cert: PathBuf,
     pub(super) key: PathBuf,
+    #[serde(default)]
+    pub(super) client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) client_auth: Option<ClientAuth>,
+    #[serde(default)]
+    pub(super) identity_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum ClientAuth {
+    Required,
+    Optional,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +163,8 @@ pub(super) struct Cors {
     pub(super) max_age: Option<Dur>,
     #[serde(default)]
     pub(super) expose_headers: Vec<String>,
+    #[serde(default)]
+    pub(super) allow_headers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +173,18 @@ pub(super) struct Upstream {
     pub(super) name: String,
     pub(super) endpoints: Vec<String>,
     #[serde(default)]
+    pub(super) dns_refresh: Option<Dur>,
+    #[serde(default)]
+    pub(super) balance: Option<Balance>,
+    #[serde(default)]
+    pub(super) connect_timeout: Option<Dur>,
+    #[serde(default)]
+    pub(super) keepalive: Option<Keepalive>,
+    #[serde(default)]
+    pub(super) health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub(super) outlier: Option<Outlier>,
+    #[serde(default)]
     pub(super) timeout: Option<Dur>,
     #[serde(default)]
     pub(super) max_message_size: Option<Size>,
@@ -61,6 +192,50 @@ pub(super) struct Upstream {
     pub(super) tls: Option<ClientTls>,
     #[serde(default)]
     pub(super) json: Option<Json>,
+    #[serde(default)]
+    pub(super) rest: Option<bool>,
+    #[serde(default)]
+    pub(super) openapi: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Balance {
+    RoundRobin,
+    LeastRequest,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Keepalive {
+    #[serde(default)]
+    pub(super) interval: Option<Dur>,
+    #[serde(default)]
+    pub(super) timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HealthCheck {
+    #[serde(default)]
+    pub(super) interval: Option<Dur>,
+    #[serde(default)]
+    pub(super) timeout: Option<Dur>,
+    #[serde(default)]
+    pub(super) service: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Outlier {
+    #[serde(default = "yes")]
+    pub(super) enabled: bool,
+    #[serde(default)]
+    pub(super) consecutive_failures: Option<u32>,
+    #[serde(default)]
+    pub(super) base_ejection: Option<Dur>,
+    #[serde(default)]
+    pub(super) max_ejection: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,7 +244,7 @@ pub(super) struct Json {
     #[serde(default)]
     pub(super) descriptors: Option<PathBuf>,
     #[serde(default)]
-    pub(super) reflection: bool,
+    pub(super) reflection: Option<Reflection>,
     #[serde(default)]
     pub(super) refresh: Option<Dur>,
     #[serde(default)]
@@ -78,11 +253,42 @@ pub(super) struct Json {
     pub(super) ignore_unknown_fields: bool,
 }
 
+/// `auto`, `true` or `false`.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Reflection {
+    Auto,
+    On,
+    Off,
+}
+
+impl<'de> Deserialize<'de> for Reflection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            B(bool),
+            S(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::B(true)) => Ok(Reflection::On),
+            Ok(Raw::B(false)) => Ok(Reflection::Off),
+            Ok(Raw::S(s)) if s == "auto" => Ok(Reflection::Auto),
+            Ok(Raw::S(s)) if s == "true" => Ok(Reflection::On),
+            Ok(Raw::S(s)) if s == "false" => Ok(Reflection::Off),
+            _ => Err(de::Error::custom("expected auto, true or false")),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ClientTls {
     #[serde(default)]
     pub(super) ca: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) cert: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) key: Option<PathBuf>,
     #[serde(default)]
     pub(super) server_name: Option<String>,
 }
@@ -99,6 +305,14 @@ pub(super) struct Route {
     pub(super) max_message_size: Option<Size>,
     #[serde(default)]
     pub(super) descriptors: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) auth: Option<Auth>,
+    #[serde(default)]
+    pub(super) rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub(super) retry: Option<Retry>,
+    #[serde(default)]
+    pub(super) rest: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +326,106 @@ pub(super) struct Match {
     pub(super) prefix: Option<String>,
     #[serde(default)]
     pub(super) host: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Auth {
+    #[serde(default)]
+    pub(super) jwt: Option<Jwt>,
+    #[serde(default)]
+    pub(super) api_key: Option<ApiKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Jwt {
+    /// A JWKS file, or an `https://` URL.
+    pub(super) jwks: String,
+    #[serde(default)]
+    pub(super) issuer: Option<String>,
+    #[serde(default)]
+    pub(super) audience: Option<OneOrMany>,
+    #[serde(default)]
+    pub(super) header: Option<String>,
+    #[serde(default)]
+    pub(super) cookie: Option<String>,
+    #[serde(default)]
+    pub(super) leeway: Option<Dur>,
+    #[serde(default)]
+    pub(super) forward_token: bool,
+    /// Claim name → upstream header name.
+    #[serde(default)]
+    pub(super) claims_to_headers: Vec<ClaimHeader>,
+    #[serde(default)]
+    pub(super) jwks_cache: Option<Dur>,
+    #[serde(default)]
+    pub(super) jwks_timeout: Option<Dur>,
+    /// Extra roots for an `https` JWKS URL (PEM).
+    #[serde(default)]
+    pub(super) jwks_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClaimHeader {
+    pub(super) claim: String,
+    pub(super) header: String,
+}
+
+/// One string or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(super) fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ApiKey {
+    #[serde(default)]
+    pub(super) header: Option<String>,
+    /// SHA-256 hashes of the accepted keys, hex.
+    #[serde(default)]
+    pub(super) keys: Vec<String>,
+    /// A file of SHA-256 hashes, one per line.
+    #[serde(default)]
+    pub(super) keys_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RateLimit {
+    pub(super) per_second: f64,
+    #[serde(default)]
+    pub(super) burst: Option<u32>,
+    #[serde(default)]
+    pub(super) key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Retry {
+    #[serde(default)]
+    pub(super) on: Vec<String>,
+    #[serde(default)]
+    pub(super) attempts: Option<u32>,
+    #[serde(default)]
+    pub(super) backoff: Option<Dur>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A duration parsed from `30s`-style text.

@@ -1,24 +1,23 @@
-//! Configuration: the YAML file model (`file.rs`), human units (`units.rs`), and the typed
-//! runtime model the proxy runs from. Every error names the file, the line when known and
-//! the key.
+//! Configuration: the YAML file model (`file.rs`), its validation into the typed runtime
+//! model (`validate.rs`, `model.rs`), and human units (`units.rs`). Every error names the
+//! file, the line and column when known, and the key. This module is data only: runtime
+//! objects are built from it by the modules that own them.
 
 mod file;
+mod model;
 pub mod units;
+mod validate;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use http::header::HeaderName;
-use http::uri::{Authority, Scheme};
+use http::uri::Scheme;
 use http::Uri;
 
-/// The default limit on one message, in each direction.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 << 20;
-
-/// The default CORS preflight cache lifetime.
-pub const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(7200);
+pub use model::*;
+pub use validate::code_by_name;
+pub use validate::parse_key_hashes;
 
 /// A configuration problem: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,130 +41,6 @@ fn location_suffix(line: Option<usize>, column: Option<usize>) -> String {
         (Some(l), None) => format!(":{l}"),
         _ => String::new(),
     }
-}
-
-/// The runtime configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Where to listen.
-    pub listeners: Vec<Listener>,
-    /// Cross-origin policy.
-    pub cors: Cors,
-    /// Backends.
-    pub upstreams: Vec<Arc<Upstream>>,
-    /// Routes, in match order.
-    pub routes: Vec<Route>,
-    /// Static files served for plain GET requests (the demo page); never from YAML.
-    pub assets: Option<crate::assets::Assets>,
-}
-
-/// One listening socket.
-#[derive(Debug, Clone)]
-pub struct Listener {
-    /// Address to bind.
-    pub address: SocketAddr,
-    /// TLS certificate and key (PEM); cleartext when absent.
-    pub tls: Option<ServerTls>,
-}
-
-/// PEM files for a TLS listener.
-#[derive(Debug, Clone)]
-pub struct ServerTls {
-    /// Certificate chain.
-    pub cert: PathBuf,
-    /// Private key.
-    pub key: PathBuf,
-}
-
-/// Which origins may call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AllowOrigins {
-    /// Any origin (`*`).
-    Any,
-    /// Exactly these origins.
-    List(Vec<String>),
-}
-
-/// Cross-origin policy.
-#[derive(Debug, Clone)]
-pub struct Cors {
-    /// Allowed origins; an empty list allows no cross-origin call.
-    pub allow_origins: AllowOrigins,
-    /// Whether to send `Access-Control-Allow-Credentials: true`.
-    pub allow_credentials: bool,
-    /// Preflight cache lifetime.
-    pub max_age: Duration,
-    /// Extra response headers always exposed to scripts.
-    pub expose_headers: Vec<HeaderName>,
-}
-
-impl Default for Cors {
-    fn default() -> Cors {
-        Cors {
-            allow_origins: AllowOrigins::List(Vec::new()),
-            allow_credentials: false,
-            max_age: DEFAULT_CORS_MAX_AGE,
-            expose_headers: Vec::new(),
-        }
-    }
-}
-
-/// A backend: a name and the endpoints that serve it.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    /// Name used by routes and in error messages.
-    pub name: String,
-    /// Endpoints, tried in turn.
-    pub endpoints: Vec<Endpoint>,
-    /// Cap on the duration of each call; a shorter client deadline wins.
-    pub timeout: Option<Duration>,
-    /// Limit on one message in either direction.
-    pub max_message_size: usize,
-    /// Extra roots for `https` endpoints (PEM); the web PKI roots are always trusted.
-    pub ca: Option<PathBuf>,
-    /// TLS server name to verify instead of the endpoint's host.
-    pub server_name: Option<String>,
-    /// How JSON callers reach this upstream.
-    pub json: JsonConfig,
-}
-
-/// Where the schemas for JSON transcoding come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonConfig {
-    /// A descriptor set file (`protoc --include_imports --descriptor_set_out`, `buf build -o`).
-    pub descriptors: Option<PathBuf>,
-    /// Fetch descriptors from the upstream's server reflection.
-    pub reflection: bool,
-    /// How often reflection descriptors are fetched again.
-    pub refresh: Duration,
-    /// Send JSON unchanged as `application/grpc+json` (the backend has a JSON codec).
-    pub passthrough: bool,
-    /// Accept JSON fields the schema does not know instead of rejecting the call.
-    pub ignore_unknown_fields: bool,
-}
-
-/// The default reflection refresh interval.
-pub const DEFAULT_REFLECTION_REFRESH: Duration = Duration::from_secs(300);
-
-impl Default for JsonConfig {
-    fn default() -> JsonConfig {
-        JsonConfig {
-            descriptors: None,
-            reflection: false,
-            refresh: DEFAULT_REFLECTION_REFRESH,
-            passthrough: false,
-            ignore_unknown_fields: false,
-        }
-    }
-}
-
-/// One backend address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// `http` (h2c) or `https` (TLS with ALPN h2).
-    pub scheme: Scheme,
-    /// `host:port`.
-    pub authority: Authority,
 }
 
 impl Endpoint {
@@ -203,34 +78,6 @@ impl Endpoint {
     }
 }
 
-/// How a route matches a call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MatchKind {
-    /// `/pkg.Service/Method`, exactly.
-    Method(String),
-    /// `pkg.Service`: every method of it.
-    Service(String),
-    /// Any path starting with this.
-    Prefix(String),
-}
-
-/// A route: which calls go to which upstream, with optional overrides.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// Path rule.
-    pub kind: MatchKind,
-    /// Host (`:authority`/`Host`) the call must carry, without port; any when absent.
-    pub host: Option<String>,
-    /// Index into [`Config::upstreams`].
-    pub upstream: usize,
-    /// Overrides the upstream's timeout.
-    pub timeout: Option<Duration>,
-    /// Overrides the upstream's limit.
-    pub max_message_size: Option<usize>,
-    /// A descriptor set for JSON transcoding of this route's calls (overrides the upstream's).
-    pub descriptors: Option<PathBuf>,
-}
-
 impl Config {
     /// Loads a YAML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -242,7 +89,9 @@ impl Config {
             key: String::new(),
             message: format!("cannot read the file: {e}"),
         })?;
-        Config::from_yaml(&text, &origin)
+        let mut config = Config::from_yaml(&text, &origin)?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parses YAML text; `origin` names it in errors.
@@ -254,7 +103,7 @@ impl Config {
             key: if key == "." { String::new() } else { key },
             message,
         })?;
-        Validator { text, origin }.validate(parsed)
+        validate::Validator { text, origin }.validate(parsed)
     }
 
     /// Quick mode: one listener, every call to one upstream.
@@ -275,31 +124,47 @@ impl Config {
             allow_origins: origins(allow_origins).map_err(|m| err("--allow-origin", m))?,
             ..Cors::default()
         };
-        Ok(Config {
+        let mut config = Config {
+            admin: None,
+            access_log: AccessLog {
+                enabled: false,
+                format: LogFormat::Text,
+            },
+            tracing: Tracing {
+                otlp_endpoint: None,
+                sample_ratio: 1.0,
+                service_name: "switchboard".into(),
+            },
+            shutdown: Shutdown {
+                delay: std::time::Duration::ZERO,
+                drain_timeout: std::time::Duration::from_secs(30),
+            },
+            limits: Limits::default(),
+            watch: false,
+            trusted_proxies: Vec::new(),
+            rate_limit_store: None,
+            rate_limit_store_failure: FailMode::Open,
+            websocket: WebSocket {
+                enabled: true,
+                ping_interval: std::time::Duration::from_secs(30),
+                idle_timeout: std::time::Duration::from_secs(300),
+            },
             listeners: vec![Listener {
+                name: listen.to_string(),
                 address: listen,
                 tls: None,
             }],
             cors,
-            upstreams: vec![Arc::new(Upstream {
-                name: "default".to_owned(),
-                endpoints: vec![endpoint],
-                timeout: None,
-                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-                ca: None,
-                server_name: None,
-                json: JsonConfig::default(),
-            })],
-            routes: vec![Route {
-                kind: MatchKind::Prefix("/".to_owned()),
-                host: None,
-                upstream: 0,
-                timeout: None,
-                max_message_size: None,
-                descriptors: None,
-            }],
+            upstreams: vec![Arc::new(Upstream::new("default", vec![endpoint]))],
+            routes: vec![Route::new(MatchKind::Prefix("/".to_owned()), 0)],
             assets: None,
-        })
+            source: None,
+        };
+        // Quick mode serves the generated OpenAPI document of the upstream's schema.
+        if let Some(u) = config.upstreams.first_mut() {
+            Arc::make_mut(u).openapi = Some("/openapi.json".to_owned());
+        }
+        Ok(config)
     }
 
     /// Checks the files the config names (TLS material), as `switchboard check` does.
@@ -311,7 +176,7 @@ impl Config {
             }
         }
         for u in &self.upstreams {
-            crate::upstream::tls::client_config(u.ca.as_deref())
+            crate::upstream::tls::client_config(&u.tls)
                 .map_err(|e| format!("upstream {:?}: {e}", u.name))?;
             if let Some(path) = &u.json.descriptors {
                 crate::upstream::schema::load(path)
@@ -354,230 +219,10 @@ fn origins(list: Vec<String>) -> Result<AllowOrigins, String> {
     Ok(AllowOrigins::List(list))
 }
 
-struct Validator<'a> {
-    text: &'a str,
-    origin: &'a str,
-}
-
-impl Validator<'_> {
-    fn error(&self, key: String, needle: Option<&str>, message: String) -> ConfigError {
-        // Values checked after parsing have no position from the parser: find the line by text.
-        let line =
-            needle.and_then(|n| self.text.lines().position(|l| l.contains(n)).map(|i| i + 1));
-        ConfigError {
-            origin: self.origin.to_owned(),
-            line,
-            column: None,
-            key,
-            message,
-        }
-    }
-
-    fn validate(&self, f: file::File) -> Result<Config, ConfigError> {
-        if f.listeners.is_empty() {
-            return Err(self.error(
-                "listeners".into(),
-                Some("listeners"),
-                "at least one listener is required".into(),
-            ));
-        }
-        let listeners = f
-            .listeners
-            .into_iter()
-            .map(|l| Listener {
-                address: l.address.0,
-                tls: l.tls.map(|t| ServerTls {
-                    cert: t.cert,
-                    key: t.key,
-                }),
-            })
-            .collect();
-
-        let cors = match f.cors {
-            None => Cors::default(),
-            Some(c) => {
-                let allow_origins = origins(c.allow_origins).map_err(|m| {
-                    self.error("cors.allow_origins".into(), Some("allow_origins"), m)
-                })?;
-                let mut expose_headers = Vec::new();
-                for (i, h) in c.expose_headers.iter().enumerate() {
-                    let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
-                        self.error(
-                            format!("cors.expose_headers[{i}]"),
-                            Some(h),
-                            format!("invalid header name {h:?}"),
-                        )
-                    })?;
-                    expose_headers.push(name);
-                }
-                Cors {
-                    allow_origins,
-                    allow_credentials: c.allow_credentials,
-                    max_age: c.max_age.map_or(DEFAULT_CORS_MAX_AGE, |d| d.0),
-                    expose_headers,
-                }
-            }
-        };
-
-        let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
-        for (i, u) in f.upstreams.into_iter().enumerate() {
-            let key = |k: &str| format!("upstreams[{i}].{k}");
-            if u.name.is_empty() {
-                return Err(self.error(key("name"), None, "must not be empty".into()));
-            }
-            if upstreams.iter().any(|o| o.name == u.name) {
-                return Err(self.error(
-                    key("name"),
-                    Some(&u.name),
-                    format!("duplicate upstream name {:?}", u.name),
-                ));
-            }
-            if u.endpoints.is_empty() {
-                return Err(self.error(
-                    key("endpoints"),
-                    Some(&u.name),
-                    "at least one endpoint is required".into(),
-                ));
-            }
-            let mut endpoints = Vec::new();
-            for (j, e) in u.endpoints.iter().enumerate() {
-                endpoints.push(Endpoint::parse(e).map_err(|m| {
-                    self.error(format!("upstreams[{i}].endpoints[{j}]"), Some(e), m)
-                })?);
-            }
-            let size = u.max_message_size.map_or(DEFAULT_MAX_MESSAGE_SIZE, |s| s.0);
-            let tls = u.tls.unwrap_or(file::ClientTls {
-                ca: None,
-                server_name: None,
-            });
-            let json = match u.json {
-                None => JsonConfig::default(),
-                Some(j) => {
-                    if j.passthrough && (j.descriptors.is_some() || j.reflection) {
-                        return Err(self.error(
-                            key("json"),
-                            Some("passthrough"),
-                            "passthrough sends JSON unchanged, so it cannot be combined with descriptors or reflection".into(),
-                        ));
-                    }
-                    JsonConfig {
-                        descriptors: j.descriptors,
-                        reflection: j.reflection,
-                        refresh: j.refresh.map_or(DEFAULT_REFLECTION_REFRESH, |d| d.0),
-                        passthrough: j.passthrough,
-                        ignore_unknown_fields: j.ignore_unknown_fields,
-                    }
-                }
-            };
-            upstreams.push(Arc::new(Upstream {
-                name: u.name,
-                endpoints,
-                timeout: u.timeout.map(|d| d.0),
-                max_message_size: size,
-                ca: tls.ca,
-                server_name: tls.server_name,
-                json,
-            }));
-        }
-        if upstreams.is_empty() {
-            return Err(self.error(
-                "upstreams".into(),
-                Some("upstreams"),
-                "at least one upstream is required".into(),
-            ));
-        }
-
-        let mut routes = Vec::new();
-        for (i, r) in f.routes.into_iter().enumerate() {
-            let m = r.matcher;
-            let kinds = [m.method.is_some(), m.service.is_some(), m.prefix.is_some()];
-            if kinds.iter().filter(|k| **k).count() != 1 {
-                return Err(self.error(
-                    format!("routes[{i}].match"),
-                    None,
-                    "set exactly one of method, service or prefix".into(),
-                ));
-            }
-            let kind = if let Some(method) = m.method {
-                let parts: Vec<&str> = method.split('/').collect();
-                if parts.len() != 3
-                    || !parts[0].is_empty()
-                    || parts[1].is_empty()
-                    || parts[2].is_empty()
-                {
-                    return Err(self.error(
-                        format!("routes[{i}].match.method"),
-                        Some(&method),
-                        format!("invalid method {method:?}: expected /package.Service/Method"),
-                    ));
-                }
-                MatchKind::Method(method)
-            } else if let Some(service) = m.service {
-                if service.is_empty() || service.contains('/') {
-                    return Err(self.error(
-                        format!("routes[{i}].match.service"),
-                        Some(&service),
-                        format!(
-                            "invalid service {service:?}: expected package.Service without slashes"
-                        ),
-                    ));
-                }
-                MatchKind::Service(service)
-            } else {
-                let prefix = m.prefix.unwrap_or_default();
-                if !prefix.starts_with('/') {
-                    return Err(self.error(
-                        format!("routes[{i}].match.prefix"),
-                        Some(&prefix),
-                        format!("invalid prefix {prefix:?}: must start with /"),
-                    ));
-                }
-                MatchKind::Prefix(prefix)
-            };
-            let upstream = upstreams
-                .iter()
-                .position(|u| u.name == r.upstream)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-                    self.error(
-                        format!("routes[{i}].upstream"),
-                        Some(&format!("upstream: {}", r.upstream)),
-                        format!(
-                            "unknown upstream {:?} (known: {})",
-                            r.upstream,
-                            known.join(", ")
-                        ),
-                    )
-                })?;
-            routes.push(Route {
-                kind,
-                host: m.host.map(|h| h.to_ascii_lowercase()),
-                upstream,
-                timeout: r.timeout.map(|d| d.0),
-                max_message_size: r.max_message_size.map(|s| s.0),
-                descriptors: r.descriptors,
-            });
-        }
-        if routes.is_empty() {
-            return Err(self.error(
-                "routes".into(),
-                Some("routes"),
-                "at least one route is required".into(),
-            ));
-        }
-        Ok(Config {
-            listeners,
-            cors,
-            upstreams,
-            routes,
-            assets: None,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const GOOD: &str = r#"
 listeners:
@@ -674,7 +319,7 @@ routes:
         assert!(e.message.contains("unknown upstream \"nope\""), "{e}");
         assert!(
             e.to_string()
-                .starts_with("test.yaml:16: routes[1].upstream: "),
+                .starts_with("test.yaml:16:5: routes[1].upstream: "),
             "{e}"
         );
     }

@@ -60,6 +60,22 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         })
 }
 
+/// Writes a duration the way config files do: `250ms`, `30s`, `10m`, `1h` (the largest unit
+/// that divides it), or fractional seconds.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return format!("{}s", d.as_secs_f64());
+    }
+    match ms {
+        0 => "0s".to_owned(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +90,15 @@ mod tests {
         for bad in ["30", "abc", "5 parsecs", "s", "-1s", ""] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        for text in ["250ms", "30s", "10m", "1h", "0s", "1.5s", "90s"] {
+            let d = parse_duration(text).unwrap_or_default();
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{text}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
     }
 
     #[test]

@@ -9,11 +9,7 @@ use crate::config::ServerTls;
 /// Loads a listener's TLS config.
 pub(crate) fn load_server_config(files: &ServerTls) -> Result<Arc<rustls::ServerConfig>, String> {
     let certs = crate::upstream::tls::read_certs(&files.cert)?;
-    let key_pem = std::fs::read(&files.key)
-        .map_err(|e| format!("cannot read {}: {e}", files.key.display()))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| format!("invalid PEM in {}: {e}", files.key.display()))?
-        .ok_or_else(|| format!("no private key found in {}", files.key.display()))?;
+    let key: PrivateKeyDer<'static> = crate::upstream::tls::read_key(&files.key)?;
     let mut config = rustls::ServerConfig::builder_with_provider(crate::upstream::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

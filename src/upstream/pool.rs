@@ -96,7 +96,7 @@ impl UpstreamClient {
     pub(crate) fn new(config: Arc<config::Upstream>) -> Result<UpstreamClient, String> {
         let needs_tls = config.endpoints.iter().any(|e| e.scheme == Scheme::HTTPS);
         let tls_config = if needs_tls {
-            Some(super::tls::client_config(config.ca.as_deref())?)
+            Some(super::tls::client_config(&config.tls)?)
         } else {
             None
         };
@@ -104,10 +104,10 @@ impl UpstreamClient {
         for e in &config.endpoints {
             let tls = match &tls_config {
                 Some(tc) if e.scheme == Scheme::HTTPS => {
-                    let name = config
-                        .server_name
-                        .clone()
-                        .unwrap_or_else(|| e.authority.host().trim_matches(['[', ']']).to_owned());
+                    let name =
+                        config.tls.server_name.clone().unwrap_or_else(|| {
+                            e.authority.host().trim_matches(['[', ']']).to_owned()
+                        });
                     let name = ServerName::try_from(name.clone())
                         .map_err(|_| format!("invalid TLS server name {name:?}"))?;
                     Some((tokio_rustls::TlsConnector::from(tc.clone()), name))

@@ -65,7 +65,7 @@ impl Schemas {
             Some(path) => Some(load(path)?),
             None => None,
         };
-        let reflection = json.reflection.then(|| Reflected {
+        let reflection = (json.reflection == config::Reflection::On).then(|| Reflected {
             refresh: json.refresh,
             current: RwLock::new(None),
             fetching: tokio::sync::Mutex::new(()),

@@ -1,0 +1,847 @@
+//! From the file model to the runtime model: defaults applied, cross-references and value
+//! rules checked. Every error names the key path and, found by its text, the line and column.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use ipnet::IpNet;
+
+use super::file;
+use super::model::*;
+use super::ConfigError;
+use crate::protocol::grpc::Code;
+
+pub(super) struct Validator<'a> {
+    pub(super) text: &'a str,
+    pub(super) origin: &'a str,
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+impl Validator<'_> {
+    /// An error at the first line (from the top) that contains `needle`.
+    pub(super) fn error(&self, key: String, needle: Option<&str>, message: String) -> ConfigError {
+        // Values checked after parsing have no position from the parser: find it by text.
+        let found = needle.and_then(|n| {
+            self.text
+                .lines()
+                .enumerate()
+                .find_map(|(i, l)| l.find(n).map(|c| (i + 1, c + 1)))
+        });
+        ConfigError {
+            origin: self.origin.to_owned(),
+            line: found.map(|f| f.0),
+            column: found.map(|f| f.1),
+            key,
+            message,
+        }
+    }
+
+    fn header(&self, key: String, name: &str) -> Result<HeaderName> {
+        HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| self.error(key, Some(name), format!("invalid header name {name:?}")))
+    }
+
+    pub(super) fn validate(&self, f: file::File) -> Result<Config> {
+        if f.listeners.is_empty() {
+            return Err(self.error(
+                "listeners".into(),
+                Some("listeners"),
+                "at least one listener is required".into(),
+            ));
+        }
+        let mut listeners: Vec<Listener> = Vec::new();
+        for (i, l) in f.listeners.into_iter().enumerate() {
+            let listener = self.listener(i, l)?;
+            if listeners.iter().any(|o| o.address == listener.address) {
+                return Err(self.error(
+                    format!("listeners[{i}].address"),
+                    Some(&listener.address.to_string()),
+                    format!("duplicate listener address {}", listener.address),
+                ));
+            }
+            listeners.push(listener);
+        }
+        let admin = f.admin.map(|a| Admin {
+            address: a.address.0,
+        });
+        if let Some(a) = &admin {
+            if listeners.iter().any(|l| l.address == a.address) {
+                return Err(self.error(
+                    "admin.address".into(),
+                    Some("admin"),
+                    "the admin address must not be one of the listeners".into(),
+                ));
+            }
+        }
+        let cors = match f.cors {
+            None => Cors::default(),
+            Some(c) => self.cors(c)?,
+        };
+        let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
+        for (i, u) in f.upstreams.into_iter().enumerate() {
+            let u = self.upstream(i, u)?;
+            if upstreams.iter().any(|o| o.name == u.name) {
+                return Err(self.error(
+                    format!("upstreams[{i}].name"),
+                    Some(&u.name),
+                    format!("duplicate upstream name {:?}", u.name),
+                ));
+            }
+            upstreams.push(Arc::new(u));
+        }
+        if upstreams.is_empty() {
+            return Err(self.error(
+                "upstreams".into(),
+                Some("upstreams"),
+                "at least one upstream is required".into(),
+            ));
+        }
+        let mut routes = Vec::new();
+        for (i, r) in f.routes.into_iter().enumerate() {
+            routes.push(self.route(i, r, &upstreams)?);
+        }
+        if routes.is_empty() {
+            return Err(self.error(
+                "routes".into(),
+                Some("routes"),
+                "at least one route is required".into(),
+            ));
+        }
+        let mut trusted_proxies = Vec::new();
+        for (i, t) in f.trusted_proxies.iter().enumerate() {
+            trusted_proxies.push(parse_cidr(t).ok_or_else(|| {
+                self.error(
+                    format!("trusted_proxies[{i}]"),
+                    Some(t),
+                    format!("invalid CIDR {t:?}: expected an address or a network like 10.0.0.0/8"),
+                )
+            })?);
+        }
+        if let Some(url) = &f.rate_limit_store {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(self.error(
+                    "rate_limit_store".into(),
+                    Some("rate_limit_store"),
+                    format!("invalid store {url:?}: expected redis://host:port[/db]"),
+                ));
+            }
+        }
+        let access_log = match f.access_log {
+            None => AccessLog {
+                enabled: false,
+                format: LogFormat::Text,
+            },
+            Some(a) => AccessLog {
+                enabled: a.enabled,
+                format: match a.format {
+                    Some(file::LogFormat::Json) => LogFormat::Json,
+                    Some(file::LogFormat::Text) | None => LogFormat::Text,
+                },
+            },
+        };
+        Ok(Config {
+            admin,
+            access_log,
+            tracing: self.tracing(f.tracing)?,
+            shutdown: Shutdown {
+                delay: f
+                    .shutdown
+                    .as_ref()
+                    .and_then(|s| s.delay)
+                    .map_or(Duration::ZERO, |d| d.0),
+                drain_timeout: f
+                    .shutdown
+                    .as_ref()
+                    .and_then(|s| s.drain_timeout)
+                    .map_or(Duration::from_secs(30), |d| d.0),
+            },
+            limits: self.limits(f.limits)?,
+            watch: f.watch,
+            trusted_proxies,
+            rate_limit_store: f.rate_limit_store,
+            rate_limit_store_failure: match f.rate_limit_store_failure {
+                Some(file::FailMode::Closed) => FailMode::Closed,
+                Some(file::FailMode::Open) | None => FailMode::Open,
+            },
+            websocket: {
+                let w = f.websocket;
+                WebSocket {
+                    enabled: w.as_ref().is_none_or(|w| w.enabled),
+                    ping_interval: w
+                        .as_ref()
+                        .and_then(|w| w.ping_interval)
+                        .map_or(Duration::from_secs(30), |d| d.0),
+                    idle_timeout: w
+                        .as_ref()
+                        .and_then(|w| w.idle_timeout)
+                        .map_or(Duration::from_secs(300), |d| d.0),
+                }
+            },
+            listeners,
+            cors,
+            upstreams,
+            routes,
+            assets: None,
+            source: None,
+        })
+    }
+
+    fn listener(&self, i: usize, l: file::Listener) -> Result<Listener> {
+        let key = |k: &str| format!("listeners[{i}].tls.{k}");
+        let tls = match l.tls {
+            None => None,
+            Some(t) => {
+                let client_auth =
+                    match (&t.client_ca, t.client_auth) {
+                        (None, None) => ClientAuth::None,
+                        (None, Some(_)) => return Err(self.error(
+                            key("client_auth"),
+                            Some("client_auth"),
+                            "client_auth needs client_ca, the CA that signs client certificates"
+                                .into(),
+                        )),
+                        (Some(_), Some(file::ClientAuth::Optional)) => ClientAuth::Optional,
+                        (Some(_), Some(file::ClientAuth::Required) | None) => ClientAuth::Required,
+                    };
+                let identity_header = match &t.identity_header {
+                    Some(h) => Some(self.header(key("identity_header"), h)?),
+                    None => None,
+                };
+                if identity_header.is_some() && client_auth == ClientAuth::None {
+                    return Err(self.error(
+                        key("identity_header"),
+                        Some("identity_header"),
+                        "identity_header needs client certificates (client_ca)".into(),
+                    ));
+                }
+                Some(ServerTls {
+                    cert: t.cert,
+                    key: t.key,
+                    client_ca: t.client_ca,
+                    client_auth,
+                    identity_header,
+                })
+            }
+        };
+        Ok(Listener {
+            name: l.name.unwrap_or_else(|| l.address.0.to_string()),
+            address: l.address.0,
+            tls,
+        })
+    }
+
+    fn cors(&self, c: file::Cors) -> Result<Cors> {
+        let allow_origins = super::origins(c.allow_origins)
+            .map_err(|m| self.error("cors.allow_origins".into(), Some("allow_origins"), m))?;
+        if c.allow_credentials && allow_origins == AllowOrigins::Any {
+            return Err(self.error(
+                "cors.allow_credentials".into(),
+                Some("allow_credentials"),
+                "allow_credentials: true cannot be combined with allow_origins: [\"*\"] (any site could call with the user's cookies); list the origins".into(),
+            ));
+        }
+        let mut expose_headers = Vec::new();
+        for (i, h) in c.expose_headers.iter().enumerate() {
+            expose_headers.push(self.header(format!("cors.expose_headers[{i}]"), h)?);
+        }
+        let allow_headers = match c.allow_headers {
+            None => None,
+            Some(list) => {
+                let mut names = Vec::new();
+                for (i, h) in list.iter().enumerate() {
+                    names.push(self.header(format!("cors.allow_headers[{i}]"), h)?);
+                }
+                Some(names)
+            }
+        };
+        Ok(Cors {
+            allow_origins,
+            allow_credentials: c.allow_credentials,
+            max_age: c.max_age.map_or(DEFAULT_CORS_MAX_AGE, |d| d.0),
+            expose_headers,
+            allow_headers,
+        })
+    }
+
+    fn tracing(&self, t: Option<file::Tracing>) -> Result<Tracing> {
+        let Some(t) = t else {
+            return Ok(Tracing {
+                otlp_endpoint: None,
+                sample_ratio: 1.0,
+                service_name: "switchboard".into(),
+            });
+        };
+        let ratio = t.sample_ratio.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(self.error(
+                "tracing.sample_ratio".into(),
+                Some("sample_ratio"),
+                format!("invalid ratio {ratio}: expected a number from 0 to 1"),
+            ));
+        }
+        let endpoint = t.otlp.map(|o| o.endpoint);
+        if let Some(e) = &endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://"))
+                || e.parse::<http::Uri>().is_err()
+            {
+                return Err(self.error(
+                    "tracing.otlp.endpoint".into(),
+                    Some("endpoint"),
+                    format!("invalid endpoint {e:?}: expected a URL like http://127.0.0.1:4317"),
+                ));
+            }
+        }
+        Ok(Tracing {
+            otlp_endpoint: endpoint,
+            sample_ratio: ratio,
+            service_name: t.service_name.unwrap_or_else(|| "switchboard".into()),
+        })
+    }
+
+    fn limits(&self, l: Option<file::Limits>) -> Result<Limits> {
+        let d = Limits::default();
+        let Some(l) = l else {
+            return Ok(d);
+        };
+        let positive = |key: &str, v: Option<file::Dur>, default: Duration| {
+            let v = v.map_or(default, |d| d.0);
+            if v.is_zero() {
+                return Err(self.error(
+                    format!("limits.{key}"),
+                    Some(key),
+                    "must be more than 0".into(),
+                ));
+            }
+            Ok(v)
+        };
+        let limits = Limits {
+            max_connections: l.max_connections.unwrap_or(d.max_connections),
+            header_timeout: positive("header_timeout", l.header_timeout, d.header_timeout)?,
+            body_timeout: positive("body_timeout", l.body_timeout, d.body_timeout)?,
+            idle_timeout: positive("idle_timeout", l.idle_timeout, d.idle_timeout)?,
+            max_concurrent_streams: l.max_concurrent_streams.unwrap_or(d.max_concurrent_streams),
+        };
+        if limits.max_connections == 0 {
+            return Err(self.error(
+                "limits.max_connections".into(),
+                Some("max_connections"),
+                "must be at least 1".into(),
+            ));
+        }
+        if limits.max_concurrent_streams == 0 {
+            return Err(self.error(
+                "limits.max_concurrent_streams".into(),
+                Some("max_concurrent_streams"),
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(limits)
+    }
+
+    fn upstream(&self, i: usize, u: file::Upstream) -> Result<Upstream> {
+        let key = |k: &str| format!("upstreams[{i}].{k}");
+        if u.name.is_empty() {
+            return Err(self.error(key("name"), None, "must not be empty".into()));
+        }
+        if u.endpoints.is_empty() {
+            return Err(self.error(
+                key("endpoints"),
+                Some(&u.name),
+                "at least one endpoint is required".into(),
+            ));
+        }
+        let mut endpoints = Vec::new();
+        for (j, e) in u.endpoints.iter().enumerate() {
+            endpoints.push(
+                Endpoint::parse(e).map_err(|m| {
+                    self.error(format!("upstreams[{i}].endpoints[{j}]"), Some(e), m)
+                })?,
+            );
+        }
+        let dns_refresh = u.dns_refresh.map_or(Duration::from_secs(10), |d| d.0);
+        if dns_refresh < Duration::from_millis(100) {
+            return Err(self.error(
+                key("dns_refresh"),
+                Some("dns_refresh"),
+                "must be at least 100ms".into(),
+            ));
+        }
+        let connect_timeout = u.connect_timeout.map_or(Duration::from_secs(5), |d| d.0);
+        if connect_timeout.is_zero() {
+            return Err(self.error(
+                key("connect_timeout"),
+                Some("connect_timeout"),
+                "must be more than 0".into(),
+            ));
+        }
+        let keepalive = {
+            let d = Keepalive::default();
+            let k = u.keepalive;
+            Keepalive {
+                interval: k
+                    .as_ref()
+                    .and_then(|k| k.interval)
+                    .map_or(d.interval, |v| v.0),
+                timeout: k
+                    .as_ref()
+                    .and_then(|k| k.timeout)
+                    .map_or(d.timeout, |v| v.0),
+            }
+        };
+        if keepalive.interval.is_zero() || keepalive.timeout.is_zero() {
+            return Err(self.error(
+                key("keepalive"),
+                Some("keepalive"),
+                "interval and timeout must be more than 0".into(),
+            ));
+        }
+        let health_check = u.health_check.map(|h| HealthCheck {
+            interval: h.interval.map_or(Duration::from_secs(5), |d| d.0),
+            timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0),
+            service: h.service,
+        });
+        if let Some(h) = &health_check {
+            if h.interval.is_zero() || h.timeout.is_zero() {
+                return Err(self.error(
+                    key("health_check"),
+                    Some("health_check"),
+                    "interval and timeout must be more than 0".into(),
+                ));
+            }
+        }
+        let outlier = match u.outlier {
+            None => Some(Outlier::default()),
+            Some(o) if !o.enabled => None,
+            Some(o) => {
+                let d = Outlier::default();
+                let o = Outlier {
+                    consecutive_failures: o.consecutive_failures.unwrap_or(d.consecutive_failures),
+                    base_ejection: o.base_ejection.map_or(d.base_ejection, |v| v.0),
+                    max_ejection: o.max_ejection.map_or(d.max_ejection, |v| v.0),
+                };
+                if o.consecutive_failures == 0 || o.base_ejection.is_zero() {
+                    return Err(self.error(
+                        key("outlier"),
+                        Some("outlier"),
+                        "consecutive_failures and base_ejection must be more than 0".into(),
+                    ));
+                }
+                Some(Outlier {
+                    max_ejection: o.max_ejection.max(o.base_ejection),
+                    ..o
+                })
+            }
+        };
+        let tls = match u.tls {
+            None => ClientTls::default(),
+            Some(t) => {
+                if t.cert.is_some() != t.key.is_some() {
+                    return Err(self.error(
+                        key("tls"),
+                        Some(if t.cert.is_some() { "cert" } else { "key" }),
+                        "a client certificate needs both cert and key".into(),
+                    ));
+                }
+                ClientTls {
+                    ca: t.ca,
+                    cert: t.cert,
+                    key: t.key,
+                    server_name: t.server_name,
+                }
+            }
+        };
+        let json = match u.json {
+            None => JsonConfig::default(),
+            Some(j) => {
+                let reflection = match j.reflection {
+                    None if j.passthrough => Reflection::Off,
+                    None => Reflection::Auto,
+                    Some(file::Reflection::Auto) => Reflection::Auto,
+                    Some(file::Reflection::On) => Reflection::On,
+                    Some(file::Reflection::Off) => Reflection::Off,
+                };
+                if j.passthrough && (j.descriptors.is_some() || reflection != Reflection::Off) {
+                    return Err(self.error(
+                        key("json"),
+                        Some("passthrough"),
+                        "passthrough sends JSON unchanged, so it cannot be combined with descriptors or reflection".into(),
+                    ));
+                }
+                JsonConfig {
+                    descriptors: j.descriptors,
+                    reflection,
+                    refresh: j.refresh.map_or(DEFAULT_REFLECTION_REFRESH, |d| d.0),
+                    passthrough: j.passthrough,
+                    ignore_unknown_fields: j.ignore_unknown_fields,
+                }
+            }
+        };
+        if let Some(p) = &u.openapi {
+            if !p.starts_with('/') {
+                return Err(self.error(
+                    key("openapi"),
+                    Some("openapi"),
+                    format!("invalid path {p:?}: must start with /"),
+                ));
+            }
+        }
+        Ok(Upstream {
+            name: u.name,
+            endpoints,
+            dns_refresh,
+            balance: match u.balance {
+                Some(file::Balance::LeastRequest) => Balance::LeastRequest,
+                Some(file::Balance::RoundRobin) | None => Balance::RoundRobin,
+            },
+            connect_timeout,
+            keepalive,
+            health_check,
+            outlier,
+            timeout: u.timeout.map(|d| d.0),
+            max_message_size: u.max_message_size.map_or(DEFAULT_MAX_MESSAGE_SIZE, |s| s.0),
+            tls,
+            json,
+            rest: u.rest.unwrap_or(true),
+            openapi: u.openapi,
+        })
+    }
+
+    fn route(&self, i: usize, r: file::Route, upstreams: &[Arc<Upstream>]) -> Result<Route> {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        let m = r.matcher;
+        let kinds = [m.method.is_some(), m.service.is_some(), m.prefix.is_some()];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err(self.error(
+                key("match"),
+                None,
+                "set exactly one of method, service or prefix".into(),
+            ));
+        }
+        let kind = if let Some(method) = m.method {
+            let parts: Vec<&str> = method.split('/').collect();
+            if parts.len() != 3
+                || !parts[0].is_empty()
+                || parts[1].is_empty()
+                || parts[2].is_empty()
+            {
+                return Err(self.error(
+                    key("match.method"),
+                    Some(&method),
+                    format!("invalid method {method:?}: expected /package.Service/Method"),
+                ));
+            }
+            MatchKind::Method(method)
+        } else if let Some(service) = m.service {
+            if service.is_empty() || service.contains('/') {
+                return Err(self.error(
+                    key("match.service"),
+                    Some(&service),
+                    format!(
+                        "invalid service {service:?}: expected package.Service without slashes"
+                    ),
+                ));
+            }
+            MatchKind::Service(service)
+        } else {
+            let prefix = m.prefix.unwrap_or_default();
+            if !prefix.starts_with('/') {
+                return Err(self.error(
+                    key("match.prefix"),
+                    Some(&prefix),
+                    format!("invalid prefix {prefix:?}: must start with /"),
+                ));
+            }
+            MatchKind::Prefix(prefix)
+        };
+        let upstream = upstreams
+            .iter()
+            .position(|u| u.name == r.upstream)
+            .ok_or_else(|| {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                self.error(
+                    key("upstream"),
+                    Some(&format!("upstream: {}", r.upstream)),
+                    format!(
+                        "unknown upstream {:?} (known: {})",
+                        r.upstream,
+                        known.join(", ")
+                    ),
+                )
+            })?;
+        let auth = match r.auth {
+            None => None,
+            Some(a) => Some(self.auth(i, a)?),
+        };
+        let rate_limit = match r.rate_limit {
+            None => None,
+            Some(rl) => Some(self.rate_limit(i, rl, auth.as_ref())?),
+        };
+        let retry = match r.retry {
+            None => None,
+            Some(rt) => Some(self.retry(i, rt)?),
+        };
+        Ok(Route {
+            kind,
+            host: m.host.map(|h| h.to_ascii_lowercase()),
+            upstream,
+            timeout: r.timeout.map(|d| d.0),
+            max_message_size: r.max_message_size.map(|s| s.0),
+            descriptors: r.descriptors,
+            auth,
+            rate_limit,
+            retry,
+            rest: r.rest,
+        })
+    }
+
+    fn auth(&self, i: usize, a: file::Auth) -> Result<Auth> {
+        let key = |k: &str| format!("routes[{i}].auth.{k}");
+        match (a.jwt, a.api_key) {
+            (Some(j), None) => {
+                let jwks = if j.jwks.starts_with("https://") {
+                    if j.jwks.parse::<http::Uri>().is_err() {
+                        return Err(self.error(
+                            key("jwt.jwks"),
+                            Some(&j.jwks),
+                            format!("invalid URL {:?}", j.jwks),
+                        ));
+                    }
+                    JwksSource::Url(j.jwks)
+                } else if j.jwks.starts_with("http://") {
+                    return Err(self.error(
+                        key("jwt.jwks"),
+                        Some(&j.jwks),
+                        "a JWKS URL must use https (keys fetched in the clear could be forged)"
+                            .into(),
+                    ));
+                } else {
+                    JwksSource::File(j.jwks.into())
+                };
+                let token = match (j.header, j.cookie) {
+                    (Some(_), Some(_)) => {
+                        return Err(self.error(
+                            key("jwt"),
+                            Some("cookie"),
+                            "set header or cookie, not both".into(),
+                        ))
+                    }
+                    (Some(h), None) => {
+                        let h = self.header(key("jwt.header"), &h)?;
+                        if h == http::header::AUTHORIZATION {
+                            TokenSource::Bearer
+                        } else {
+                            TokenSource::Header(h)
+                        }
+                    }
+                    (None, Some(c)) => TokenSource::Cookie(c),
+                    (None, None) => TokenSource::Bearer,
+                };
+                let mut claims_to_headers = Vec::new();
+                for (k, c) in j.claims_to_headers.into_iter().enumerate() {
+                    let header = self.header(
+                        format!("routes[{i}].auth.jwt.claims_to_headers[{k}].header"),
+                        &c.header,
+                    )?;
+                    claims_to_headers.push(ClaimHeader {
+                        claim: c.claim,
+                        header,
+                    });
+                }
+                Ok(Auth::Jwt(Jwt {
+                    jwks,
+                    issuer: j.issuer,
+                    audiences: j
+                        .audience
+                        .map(file::OneOrMany::into_vec)
+                        .unwrap_or_default(),
+                    token,
+                    leeway: j.leeway.map_or(Duration::from_secs(60), |d| d.0),
+                    forward_token: j.forward_token,
+                    claims_to_headers,
+                    jwks_cache: j.jwks_cache.map_or(Duration::from_secs(300), |d| d.0),
+                    jwks_timeout: j.jwks_timeout.map_or(Duration::from_secs(5), |d| d.0),
+                    jwks_ca: j.jwks_ca,
+                }))
+            }
+            (None, Some(k)) => {
+                let header = match &k.header {
+                    Some(h) => self.header(key("api_key.header"), h)?,
+                    None => HeaderName::from_static("x-api-key"),
+                };
+                let mut hashes = Vec::new();
+                for (n, h) in k.keys.iter().enumerate() {
+                    hashes.push(parse_sha256(h).ok_or_else(|| {
+                        self.error(
+                            format!("routes[{i}].auth.api_key.keys[{n}]"),
+                            Some(h),
+                            "expected a SHA-256 hash: 64 hex digits (e.g. `printf %s KEY | sha256sum`)"
+                                .into(),
+                        )
+                    })?);
+                }
+                if hashes.is_empty() && k.keys_file.is_none() {
+                    return Err(self.error(
+                        key("api_key"),
+                        Some("api_key"),
+                        "give keys (SHA-256 hashes) or keys_file".into(),
+                    ));
+                }
+                Ok(Auth::ApiKey(ApiKey {
+                    header,
+                    hashes,
+                    keys_file: k.keys_file,
+                }))
+            }
+            _ => Err(self.error(
+                format!("routes[{i}].auth"),
+                Some("auth"),
+                "set exactly one of jwt or api_key".into(),
+            )),
+        }
+    }
+
+    fn rate_limit(&self, i: usize, rl: file::RateLimit, auth: Option<&Auth>) -> Result<RateLimit> {
+        let key = |k: &str| format!("routes[{i}].rate_limit.{k}");
+        if !(rl.per_second > 0.0 && rl.per_second.is_finite()) {
+            return Err(self.error(
+                key("per_second"),
+                Some("per_second"),
+                "must be a number above 0".into(),
+            ));
+        }
+        let burst = rl
+            .burst
+            .unwrap_or_else(|| (rl.per_second.ceil() as u32).max(1));
+        if burst == 0 {
+            return Err(self.error(key("burst"), Some("burst"), "must be at least 1".into()));
+        }
+        let text = rl.key.unwrap_or_else(|| "client_ip".into());
+        let k = match text.as_str() {
+            "client_ip" => RateKey::ClientIp,
+            "api_key" => {
+                if !matches!(auth, Some(Auth::ApiKey(_))) {
+                    return Err(self.error(
+                        key("key"),
+                        Some("api_key"),
+                        "key: api_key needs auth: { api_key } on the route".into(),
+                    ));
+                }
+                RateKey::ApiKey
+            }
+            t => {
+                if let Some(h) = t.strip_prefix("header:") {
+                    RateKey::Header(self.header(key("key"), h)?)
+                } else if let Some(c) = t.strip_prefix("claim:") {
+                    if !matches!(auth, Some(Auth::Jwt(_))) || c.trim().is_empty() {
+                        return Err(self.error(
+                            key("key"),
+                            Some("claim:"),
+                            "key: claim:NAME needs auth: { jwt } on the route".into(),
+                        ));
+                    }
+                    RateKey::Claim(c.trim().to_owned())
+                } else {
+                    return Err(self.error(
+                        key("key"),
+                        Some(t),
+                        format!("invalid key {t:?}: expected client_ip, api_key, header:NAME or claim:NAME"),
+                    ));
+                }
+            }
+        };
+        Ok(RateLimit {
+            per_second: rl.per_second,
+            burst,
+            key: k,
+        })
+    }
+
+    fn retry(&self, i: usize, r: file::Retry) -> Result<Retry> {
+        let key = |k: &str| format!("routes[{i}].retry.{k}");
+        let mut on = Vec::new();
+        for (n, name) in r.on.iter().enumerate() {
+            let code = code_by_name(name).ok_or_else(|| {
+                self.error(
+                    format!("routes[{i}].retry.on[{n}]"),
+                    Some(name),
+                    format!("unknown status code {name:?}: use names like unavailable or resource_exhausted"),
+                )
+            })?;
+            if code == Code::Ok {
+                return Err(self.error(
+                    format!("routes[{i}].retry.on[{n}]"),
+                    Some(name),
+                    "ok is not a failure".into(),
+                ));
+            }
+            on.push(code);
+        }
+        if on.is_empty() {
+            on.push(Code::Unavailable);
+        }
+        let attempts = r.attempts.unwrap_or(2);
+        if !(1..=5).contains(&attempts) {
+            return Err(self.error(
+                key("attempts"),
+                Some("attempts"),
+                "must be from 1 to 5 (attempts in all, the first included)".into(),
+            ));
+        }
+        Ok(Retry {
+            on,
+            attempts,
+            backoff: r.backoff.map_or(Duration::from_millis(25), |d| d.0),
+        })
+    }
+}
+
+/// A status code by its name: `unavailable`, `UNAVAILABLE`, `canceled`/`cancelled`.
+pub fn code_by_name(name: &str) -> Option<Code> {
+    let n = name.trim().to_ascii_lowercase();
+    let n = if n == "cancelled" {
+        "canceled".to_owned()
+    } else {
+        n
+    };
+    (0..=16).map(Code::from_i32).find(|c| c.connect_name() == n)
+}
+
+/// `10.0.0.0/8`, `::1/128`, or a bare address.
+fn parse_cidr(text: &str) -> Option<IpNet> {
+    let t = text.trim();
+    t.parse::<IpNet>()
+        .ok()
+        .or_else(|| t.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// 64 hex digits.
+fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    let t = text.trim();
+    if t.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(t.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Parses a file of SHA-256 hashes (hex, one per line; blank lines and `#` comments skipped).
+pub fn parse_key_hashes(text: &str) -> std::result::Result<Vec<[u8; 32]>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let l = line.split('#').next().unwrap_or("").trim();
+        if l.is_empty() {
+            continue;
+        }
+        out.push(
+            parse_sha256(l).ok_or_else(|| {
+                format!("line {}: expected a SHA-256 hash (64 hex digits)", n + 1)
+            })?,
+        );
+    }
+    Ok(out)
+}
