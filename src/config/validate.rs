@@ -54,7 +54,8 @@ impl Validator<'_> {
         let mut listeners: Vec<Listener> = Vec::new();
         for (i, l) in f.listeners.into_iter().enumerate() {
             let listener = self.listener(i, l)?;
-            if listeners.iter().any(|o| o.address == listener.address) {
+            let fixed_port = listener.address.port() != 0;
+            if fixed_port && listeners.iter().any(|o| o.address == listener.address) {
                 return Err(self.error(
                     format!("listeners[{i}].address"),
                     Some(&listener.address.to_string()),

@@ -138,10 +138,23 @@ async fn preflight_with_wildcard_and_no_credentials_answers_star() {
     }
 }
 
+#[test]
+fn credentials_with_any_origin_is_a_config_error() {
+    let yaml = yaml("http://127.0.0.1:1", "[\"*\"]", true, "");
+    let e = switchboard::config::Config::from_yaml(&yaml, "test.yaml")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("cors.allow_credentials"), "{e}");
+}
+
 #[tokio::test]
 async fn credentials_echo_the_origin_never_star() {
     let backend = spawn_backend().await;
-    for origins in [format!("[\"{APP}\"]"), "[\"*\"]".to_owned()] {
+    for origins in [
+        format!("[\"{APP}\"]"),
+        format!("[\"https://other.example\", \"{APP}\"]"),
+    ] {
         let proxy = spawn_proxy_yaml(&yaml(&backend.url, &origins, true, "")).await;
         let case = format!("allow_origins {origins} with credentials");
         let reply = preflight(proxy.addr, Http::H1, APP).await;
