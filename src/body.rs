@@ -15,6 +15,7 @@ use tokio::time::{Instant, Sleep};
 
 use bytes::BytesMut;
 
+use crate::observe::CallContext;
 use crate::protocol::compression::{self, Encoding};
 use crate::protocol::grpc::frame::{self, FrameDecoder, FrameError, FrameScanner, FLAG_COMPRESSED};
 use crate::protocol::grpc::status::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS_BIN};
@@ -566,15 +567,21 @@ pub(crate) trait Render: Send + Unpin + 'static {
     fn end(&mut self, end: End) -> Frame<Bytes>;
 }
 
-/// A response body that streams a [`GrpcStream`] through a [`Render`].
+/// A response body that streams a [`GrpcStream`] through a [`Render`], recording the end in
+/// the call's context.
 pub(crate) struct RenderBody<R> {
     stream: GrpcStream,
     render: R,
+    ctx: Option<Arc<CallContext>>,
 }
 
 impl<R: Render> RenderBody<R> {
-    pub(crate) fn new(stream: GrpcStream, render: R) -> RenderBody<R> {
-        RenderBody { stream, render }
+    pub(crate) fn new(stream: GrpcStream, render: R, ctx: Option<Arc<CallContext>>) -> Self {
+        RenderBody {
+            stream,
+            render,
+            ctx,
+        }
     }
 }
 
@@ -590,7 +597,12 @@ impl<R: Render> Body for RenderBody<R> {
         match ready!(this.stream.poll_event(cx)) {
             None => Poll::Ready(None),
             Some(Event::Data(data)) => Poll::Ready(Some(Ok(Frame::data(this.render.data(data))))),
-            Some(Event::End(end)) => Poll::Ready(Some(Ok(this.render.end(end)))),
+            Some(Event::End(end)) => {
+                if let Some(ctx) = &this.ctx {
+                    ctx.set_code(end.status.code);
+                }
+                Poll::Ready(Some(Ok(this.render.end(end))))
+            }
         }
     }
 

@@ -18,7 +18,7 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// Run from this YAML config file.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "upstream", "allow_origin"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "upstream", "allow_origin", "admin", "descriptors"])]
     pub config: Option<PathBuf>,
 
     /// Quick mode: the address to listen on, e.g. 127.0.0.1:8080.
@@ -33,6 +33,17 @@ pub struct Cli {
     /// Without it no cross-origin call is allowed.
     #[arg(long = "allow-origin", value_name = "ORIGIN", requires = "upstream")]
     pub allow_origin: Vec<String>,
+
+    /// Quick mode: serve the admin endpoints (health, readiness, metrics) on this address,
+    /// e.g. 127.0.0.1:9901.
+    #[arg(long, value_name = "ADDR", requires = "upstream")]
+    pub admin: Option<SocketAddr>,
+
+    /// Quick mode: a descriptor set for JSON transcoding (`buf build -o`, `protoc
+    /// --include_imports --descriptor_set_out`); without it the backend's server reflection is
+    /// used when it offers it.
+    #[arg(long, value_name = "FILE", requires = "upstream")]
+    pub descriptors: Option<PathBuf>,
 
     /// Log format on stderr. Filter with RUST_LOG (default: info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]

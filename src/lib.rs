@@ -15,16 +15,19 @@
 //! # Limitations
 //! - Native gRPC callers must use HTTP/2 (HTTP/1.1 cannot carry trailers to them).
 
-pub mod assets;
+// In the order a request meets them.
 mod body;
-pub mod cli;
-pub mod config;
-mod cors;
-pub mod demo;
 mod forward;
+mod observe;
+mod policy;
 pub mod protocol;
 mod routing;
 pub mod server;
 mod upstream;
+
+pub mod assets;
+pub mod cli;
+pub mod config;
+pub mod demo;
 
 pub use server::{spawn, Running};

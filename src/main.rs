@@ -94,7 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Some(Command::Check { config }) = cli.command {
         let c = Config::load(&config)?;
-        c.check_files().map_err(anyhow::Error::msg)?;
+        switchboard::server::check(&c).map_err(anyhow::Error::msg)?;
         println!(
             "{}: ok ({} listener(s), {} upstream(s), {} route(s))",
             config.display(),
@@ -106,7 +106,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = match (cli.config, cli.listen, cli.upstream) {
         (Some(path), _, _) => Config::load(&path)?,
-        (None, Some(listen), Some(upstream)) => Config::quick(listen, &upstream, cli.allow_origin)?,
+        (None, Some(listen), Some(upstream)) => {
+            let mut c = Config::quick(listen, &upstream, cli.allow_origin)?;
+            c.admin = cli
+                .admin
+                .map(|address| switchboard::config::Admin { address });
+            if let (Some(path), Some(u)) = (cli.descriptors, c.upstreams.first_mut()) {
+                std::sync::Arc::make_mut(u).json.descriptors = Some(path);
+            }
+            switchboard::server::check(&c).map_err(anyhow::Error::msg)?;
+            c
+        }
         _ => anyhow::bail!(
             "nothing to run: pass --config FILE, or --listen ADDR --upstream URL (see --help)"
         ),
@@ -116,11 +126,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tokio::spawn(tick_for_collection());
         let stop = shutdown_signal();
         let running = switchboard::spawn(config).await?;
-        stop.await;
+        let control = running.control().clone();
+        tokio::spawn(reload_on_hangup(control.clone()));
+        // SIGTERM/SIGINT, or POST /drain on the admin port.
+        tokio::select! {
+            () = stop => {}
+            () = control.drain_requested() => {}
+        }
         tracing::info!("shutting down: draining open calls");
-        running.shutdown().await;
+        control.drain().await;
         Ok(())
     })
+}
+
+/// SIGHUP reloads the config file; it never stops the process (in quick mode there is
+/// nothing to reload, and that is logged).
+async fn reload_on_hangup(control: std::sync::Arc<switchboard::server::Control>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match control.reload().await {
+                Ok(switchboard::server::ReloadOutcome::Applied) => {}
+                Ok(switchboard::server::ReloadOutcome::NoFile) => {
+                    tracing::info!("SIGHUP: no config file to reload (quick mode)")
+                }
+                Err(e) => tracing::error!(error = %e, "reload refused; the old config stays"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = control;
+    }
 }
 
 /// `switchboard demo`: the demo service, the proxy and the page until Ctrl-C.

@@ -166,31 +166,6 @@ impl Config {
         }
         Ok(config)
     }
-
-    /// Checks the files the config names (TLS material), as `switchboard check` does.
-    pub fn check_files(&self) -> Result<(), String> {
-        for l in &self.listeners {
-            if let Some(tls) = &l.tls {
-                crate::server::tls::load_server_config(tls)
-                    .map_err(|e| format!("listener {}: {e}", l.address))?;
-            }
-        }
-        for u in &self.upstreams {
-            crate::upstream::tls::client_config(&u.tls)
-                .map_err(|e| format!("upstream {:?}: {e}", u.name))?;
-            if let Some(path) = &u.json.descriptors {
-                crate::upstream::schema::load(path)
-                    .map_err(|e| format!("upstream {:?}: json.descriptors: {e}", u.name))?;
-            }
-        }
-        for (i, r) in self.routes.iter().enumerate() {
-            if let Some(path) = &r.descriptors {
-                crate::upstream::schema::load(path)
-                    .map_err(|e| format!("routes[{i}].descriptors: {e}"))?;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Reads a descriptor set file and checks that it parses.

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use futures_util::future::Either;
 
 use crate::body::{self, BoxBody, End, FailureSlot, GrpcStream, RequestBody};
+use crate::observe::CallContext;
 use crate::protocol::compression::Encoding;
 use crate::protocol::grpc::metadata::is_hop_or_protocol_header;
 use crate::protocol::grpc::status::GRPC_STATUS;
@@ -26,6 +27,8 @@ use crate::upstream::{StreamGuard, UpstreamBody, UpstreamClient};
 
 /// A call on its way to an upstream.
 pub(crate) struct Call {
+    /// The call's context (request id, client, what it ended with).
+    pub(crate) ctx: Arc<CallContext>,
     upstream: Arc<UpstreamClient>,
     name: Arc<str>,
     pub(crate) deadline: Option<Instant>,
@@ -41,6 +44,8 @@ pub(crate) struct Reply {
     pub(crate) content_type: Option<HeaderValue>,
     /// Messages and the end.
     pub(crate) stream: GrpcStream,
+    /// The call's context, where the end is recorded (none for errors made before a call).
+    pub(crate) ctx: Option<Arc<CallContext>>,
 }
 
 impl Reply {
@@ -58,12 +63,19 @@ impl Reply {
         self
     }
 
+    /// The same reply, recording its end in `ctx`.
+    pub(crate) fn with_ctx(mut self, ctx: Arc<CallContext>) -> Reply {
+        self.ctx = Some(ctx);
+        self
+    }
+
     /// A call that ends with `status` before any message.
     pub(crate) fn error(status: Status) -> Reply {
         Reply {
             metadata: HeaderMap::new(),
             content_type: None,
             stream: GrpcStream::ended(End::status(status)),
+            ctx: None,
         }
     }
 }
@@ -74,6 +86,7 @@ impl Call {
         upstream: Arc<UpstreamClient>,
         target: Target,
         caller_timeout: Option<Duration>,
+        ctx: Arc<CallContext>,
     ) -> Call {
         let timeout = match (caller_timeout, target.timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -81,6 +94,7 @@ impl Call {
         };
         let name = upstream.name.clone();
         Call {
+            ctx,
             upstream,
             name,
             deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
@@ -144,6 +158,7 @@ impl Call {
         let expired = self.deadline.is_some_and(|d| d <= Instant::now());
         let sending = (!expired).then(|| self.upstream.start(req));
         let answer = Answer {
+            ctx: self.ctx.clone(),
             name: self.name.clone(),
             deadline: self.deadline,
             limit: self.limit,
@@ -151,24 +166,27 @@ impl Call {
         };
         async move {
             let Some(sending) = sending else {
-                return Reply::error(body::deadline_exceeded());
+                return Reply::error(body::deadline_exceeded()).with_ctx(answer.ctx);
             };
             let result = match answer.deadline {
                 Some(d) => match tokio::time::timeout_at(d, sending).await {
                     Ok(r) => r,
-                    Err(_) => return Reply::error(body::deadline_exceeded()),
+                    Err(_) => return Reply::error(body::deadline_exceeded()).with_ctx(answer.ctx),
                 },
                 None => sending.await,
             };
             match result {
-                Ok((res, guard)) => answer.classify(res, guard).await,
+                Ok((res, guard)) => {
+                    let reply = answer.classify(res, guard).await;
+                    reply.with_ctx(answer.ctx)
+                }
                 Err(e) => {
                     let status = answer
                         .failure
                         .get()
                         .cloned()
                         .unwrap_or_else(|| e.into_status(&answer.name));
-                    Reply::error(status)
+                    Reply::error(status).with_ctx(answer.ctx)
                 }
             }
         }
@@ -177,6 +195,7 @@ impl Call {
 
 /// What turning the upstream's answer into a [`Reply`] needs of the call.
 struct Answer {
+    ctx: Arc<CallContext>,
     name: Arc<str>,
     deadline: Option<Instant>,
     limit: usize,
@@ -196,6 +215,7 @@ impl Answer {
                 metadata: HeaderMap::new(),
                 content_type: content_type.filter(|_| is_grpc),
                 stream: GrpcStream::ended(End::from_trailers(parts.headers, &self.name)),
+                ctx: None,
             };
         }
         if parts.status != StatusCode::OK || !is_grpc {
@@ -228,6 +248,7 @@ impl Answer {
             body::is_status_header(n) || is_hop_or_protocol_header(n)
         });
         Reply {
+            ctx: None,
             metadata,
             content_type,
             stream: GrpcStream::new(

@@ -43,14 +43,6 @@ pub(crate) async fn forward(
     }
 }
 
-/// The answer to a call that has no route: 404, as a Connect server answers unknown paths.
-pub(crate) fn no_route(path: &str) -> Response<BoxBody> {
-    not_found(Status::new(
-        Code::Unimplemented,
-        format!("no route for {path}"),
-    ))
-}
-
 /// HTTP 404 with the Connect error JSON of `status`.
 pub(crate) fn not_found(status: Status) -> Response<BoxBody> {
     let mut res = unary_error(&status, HeaderMap::new(), HeaderMap::new());
@@ -376,7 +368,8 @@ fn stream_response(mode: Mode, reply: Reply, client_gzip: bool) -> Response<BoxB
         );
     }
     metadata.insert(header::CONTENT_TYPE, mode.content_type());
-    let mut res = Response::new(RenderBody::new(reply.stream, ConnectStreamRender).boxed_unsync());
+    let mut res =
+        Response::new(RenderBody::new(reply.stream, ConnectStreamRender, reply.ctx).boxed_unsync());
     *res.headers_mut() = metadata;
     res
 }

@@ -42,7 +42,8 @@ pub(crate) fn respond(reply: Reply) -> Response<BoxBody> {
         .content_type
         .clone()
         .unwrap_or(HeaderValue::from_static(CONTENT_TYPE_PROTO));
-    let mut res = Response::new(RenderBody::new(reply.stream, GrpcRender).boxed_unsync());
+    let mut res =
+        Response::new(RenderBody::new(reply.stream, GrpcRender, reply.ctx).boxed_unsync());
     *res.headers_mut() = reply.metadata;
     res.headers_mut().insert(header::CONTENT_TYPE, content_type);
     res

@@ -109,7 +109,7 @@ pub(crate) fn respond(mode: &Mode, reply: Reply) -> Response<BoxBody> {
     let render = GrpcWebRender {
         text: mode.text_response,
     };
-    let mut res = Response::new(RenderBody::new(reply.stream, render).boxed_unsync());
+    let mut res = Response::new(RenderBody::new(reply.stream, render, reply.ctx).boxed_unsync());
     let headers = res.headers_mut();
     *headers = reply.metadata;
     headers.insert(header::CONTENT_TYPE, mode.response_content_type.clone());

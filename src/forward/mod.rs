@@ -16,10 +16,15 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use http_body_util::BodyExt as _;
+
 use self::call::{Call, Reply};
 use crate::body::{self, BoxBody};
 use crate::config::Config;
-use crate::cors::CorsPolicy;
+use crate::observe::{request_id, CallContext, CallProtocol, ConnInfo, ObservedBody, Observer};
+use crate::policy::cors::CorsPolicy;
+use crate::policy::forwarded::Forwarded;
+use crate::policy::{self, RoutePolicies};
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::json::{Method, Schema};
 use crate::protocol::Codec;
@@ -47,12 +52,18 @@ impl Json {
     }
 }
 
-/// Everything a request needs, shared by all connections.
+/// Everything a request needs, built from one config snapshot and shared by all connections.
+/// A reload builds a new one beside it; calls in flight keep the one they started with.
 #[derive(Debug)]
 pub(crate) struct Proxy {
+    /// Caller-side limits (read by connections when they are accepted).
+    pub(crate) limits: crate::config::Limits,
     routes: RouteTable,
     upstreams: Vec<Arc<UpstreamClient>>,
     cors: CorsPolicy,
+    forwarded: Forwarded,
+    policies: RoutePolicies,
+    observer: Arc<Observer>,
     assets: Option<crate::assets::Assets>,
     /// Schema sources per upstream.
     schemas: Vec<Arc<Schemas>>,
@@ -61,14 +72,20 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    pub(crate) fn new(config: &Config) -> Result<Proxy, String> {
+    /// Builds the runtime of `config`. Upstreams whose settings are the same as in
+    /// `previous` (the snapshot being replaced) keep their clients, and so their connections.
+    pub(crate) fn build(config: &Config, previous: Option<&Proxy>) -> Result<Proxy, String> {
         let upstreams = config
             .upstreams
             .iter()
             .map(|u| {
-                UpstreamClient::new(u.clone())
-                    .map(Arc::new)
-                    .map_err(|e| format!("upstream {:?}: {e}", u.name))
+                let same = previous.and_then(|p| p.upstreams.iter().find(|c| *c.config == **u));
+                match same {
+                    Some(client) => Ok(client.clone()),
+                    None => UpstreamClient::new(u.clone())
+                        .map(Arc::new)
+                        .map_err(|e| format!("upstream {:?}: {e}", u.name)),
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         let schemas = config
@@ -93,39 +110,67 @@ impl Proxy {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Proxy {
+            limits: config.limits,
             schemas,
             route_schemas,
             routes: RouteTable::new(config),
             upstreams,
             cors: CorsPolicy::new(config.cors.clone()),
+            forwarded: Forwarded::new(&config.trusted_proxies),
+            policies: RoutePolicies::new(config)?,
+            observer: Arc::new(Observer::default()),
             assets: config.assets.clone(),
         })
     }
 
-    /// Handles one request. Never fails: every problem becomes a response in the caller's
-    /// protocol. The request is classified, routed and (on the usual paths) sent upstream
-    /// before this returns; the future waits for the answer and adds the CORS headers.
-    pub(crate) fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Handling {
-        // Preflights are answered here; they never reach routing.
-        if CorsPolicy::is_preflight(&req) {
-            let res = self.cors.preflight(&req).map(|()| body::empty());
-            return Handling {
-                inner: ready(res),
-                cors: None,
-            };
-        }
-        let origin = req.headers().get(header::ORIGIN).cloned();
+    /// Handles one request: the pipeline every call goes through, in order. Never fails:
+    /// every problem becomes a response in the caller's protocol. On the usual paths the call
+    /// is classified, routed and sent upstream before this returns; the future waits for the
+    /// answer and finishes the response (CORS headers, request id, observation).
+    pub(crate) fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        conn: &Arc<ConnInfo>,
+    ) -> Handling {
+        let (mut parts, body) = req.into_parts();
+        // Request id: the caller's or a new one. It goes upstream with the call (it stays in
+        // the headers) and comes back on the response.
+        let request_id = request_id::ensure(&mut parts.headers);
+        // Who the client is, before any stage reads it: forwarding headers follow
+        // `trusted_proxies`; identity headers callers could forge are removed.
+        let client_ip = self.forwarded.apply(&mut parts.headers, conn);
+        let ctx = Arc::new(CallContext::new(
+            request_id,
+            conn.clone(),
+            client_ip,
+            &parts,
+        ));
+        let origin = parts.headers.get(header::ORIGIN).cloned();
+        let req = Request::from_parts(parts, body);
+        // CORS preflights are answered here: they never reach routing, and never need
+        // credentials.
+        let inner = if CorsPolicy::is_preflight(&req) {
+            ready(self.cors.preflight(&req).map(|()| body::empty()))
+        // Cross-site protection: a request the browser marks cross-site, from an origin not
+        // allowed, is refused before it is classified, routed or sent anywhere.
+        } else if let Err(why) = policy::origin::check(&self.cors, req.headers(), req.uri()) {
+            ready(self.refuse_cross_site(&req, why, &ctx))
+        } else {
+            self.dispatch(req, &ctx)
+        };
         Handling {
-            inner: self.dispatch(req),
-            cors: Some((self.clone(), origin)),
+            inner,
+            proxy: self.clone(),
+            origin,
+            ctx,
         }
     }
 
-    /// Each protocol's forwarding future is boxed on its own: a call then holds only the state
-    /// of its own protocol, not room for the largest of them. The proto paths of gRPC-Web and
-    /// gRPC have nothing to wait for before the upstream request goes out, so they are built
-    /// here; the others (schemas to consult first) are async throughout.
-    fn dispatch(self: &Arc<Self>, req: Request<Incoming>) -> Responding {
+    /// Classify, route, apply the route's policies, forward. Each protocol's forwarding future
+    /// is boxed on its own: a call then holds only the state of its own protocol. The proto
+    /// paths of gRPC-Web and gRPC have nothing to wait for before the upstream request goes
+    /// out, so (on routes without policies) they are built here.
+    fn dispatch(self: &Arc<Self>, req: Request<Incoming>, ctx: &Arc<CallContext>) -> Responding {
         let protocol = match protocol::detect(&req) {
             Ok(p) => p,
             Err(rejection) => {
@@ -134,39 +179,83 @@ impl Proxy {
                 return ready(page.unwrap_or_else(|| reject(rejection)));
             }
         };
-        let target = self.route(&req);
-        let path = req.uri().path();
+        ctx.set_protocol(call_protocol(&protocol));
+        let Some(target) = self.route(&req) else {
+            let status = no_route(req.uri().path());
+            ctx.set_code(status.code);
+            self.observer.started(ctx);
+            return ready(match &protocol {
+                Protocol::Connect(_) => connect::not_found(status),
+                p => error_response(p, status, None),
+            });
+        };
+        let _ = ctx
+            .upstream
+            .set(self.upstreams[target.upstream].name.clone());
+        self.observer.started(ctx);
+        match self.policies.get(target.route) {
+            None => self.forward(protocol, target, req, ctx),
+            Some(_) => {
+                // Authentication, then the rate limit: only routes that configure them pay for
+                // the await.
+                let proxy = self.clone();
+                let ctx = ctx.clone();
+                Box::pin(async move {
+                    let (mut parts, body) = req.into_parts();
+                    let Some(policy) = proxy.policies.get(target.route) else {
+                        return reject(Rejection {
+                            status: http::StatusCode::INTERNAL_SERVER_ERROR,
+                            message: "route policy missing".into(),
+                            header: None,
+                        });
+                    };
+                    if let Err(refusal) = policy.admit(&mut parts, &ctx).await {
+                        ctx.set_code(refusal.status.code);
+                        return error_response(&protocol, refusal.status, refusal.retry_after);
+                    }
+                    let req = Request::from_parts(parts, body);
+                    proxy.forward(protocol, target, req, &ctx).await
+                })
+            }
+        }
+    }
+    /// Forwards a classified, routed and admitted call in its protocol.
+    fn forward(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        t: Target,
+        req: Request<Incoming>,
+        ctx: &Arc<CallContext>,
+    ) -> Responding {
         match protocol {
             Protocol::GrpcWeb(mode) => {
-                let Some(t) = target else {
-                    return ready(grpc_web::respond(&mode, Reply::error(no_route(path))));
-                };
                 if mode.codec == Codec::Proto {
-                    return Box::pin(grpc_web::forward(self.call(t, &req), mode, None, req));
+                    return Box::pin(grpc_web::forward(self.call(t, &req, ctx), mode, None, req));
                 }
                 let proxy = self.clone();
+                let ctx = ctx.clone();
                 Box::pin(async move {
                     let json = match proxy.json_plan(t, req.uri().path()).await {
                         Ok(json) => json,
-                        Err(status) => return grpc_web::respond(&mode, Reply::error(status)),
+                        Err(status) => {
+                            ctx.set_code(status.code);
+                            return grpc_web::respond(&mode, Reply::error(status));
+                        }
                     };
-                    let call = proxy.call(t, &req);
+                    let call = proxy.call(t, &req, &ctx);
                     grpc_web::forward(call, mode, Some(json), req).await
                 })
             }
-            Protocol::Grpc => match target {
-                Some(t) => Box::pin(grpc::forward(self.call(t, &req), req)),
-                None => ready(grpc::respond(Reply::error(no_route(path)))),
-            },
+            Protocol::Grpc => Box::pin(grpc::forward(self.call(t, &req, ctx), req)),
             Protocol::Connect(mode) => {
-                let Some(t) = target else {
-                    return ready(connect::no_route(path));
-                };
                 let timeout = match crate::protocol::connect::timeout(req.headers()) {
                     Ok(timeout) => timeout,
-                    Err(status) => return ready(connect::early_error(mode, status)),
+                    Err(status) => {
+                        ctx.set_code(status.code);
+                        return ready(connect::early_error(mode, status));
+                    }
                 };
-                let call = Call::new(self.upstreams[t.upstream].clone(), t, timeout);
+                let call = Call::new(self.upstreams[t.upstream].clone(), t, timeout, ctx.clone());
                 let proxy = self.clone();
                 Box::pin(async move {
                     let path = req.uri().path();
@@ -177,9 +266,13 @@ impl Proxy {
                             // A method the schema does not know: answered like a Connect
                             // server answers an unknown path.
                             Err(status) if status.code == Code::Unimplemented => {
-                                return connect::not_found(status)
+                                call.ctx.set_code(status.code);
+                                return connect::not_found(status);
                             }
-                            Err(status) => return connect::early_error(mode, status),
+                            Err(status) => {
+                                call.ctx.set_code(status.code);
+                                return connect::early_error(mode, status);
+                            }
                         },
                     };
                     if let Some(refusal) = proxy
@@ -191,6 +284,29 @@ impl Proxy {
                     connect::forward(call, mode, json, req).await
                 })
             }
+        }
+    }
+
+    /// The answer to a request refused as cross-site: `permission_denied` in the caller's
+    /// protocol when it is a call, else 403.
+    fn refuse_cross_site(
+        &self,
+        req: &Request<Incoming>,
+        why: String,
+        ctx: &CallContext,
+    ) -> Response<BoxBody> {
+        let status = Status::new(Code::PermissionDenied, why);
+        ctx.set_code(status.code);
+        match protocol::detect(req) {
+            Ok(p) => {
+                ctx.set_protocol(call_protocol(&p));
+                error_response(&p, status, None)
+            }
+            Err(_) => reject(Rejection {
+                status: http::StatusCode::FORBIDDEN,
+                message: status.message,
+                header: None,
+            }),
         }
     }
 
@@ -272,11 +388,12 @@ impl Proxy {
         self.routes.resolve(req.uri().path(), host)
     }
 
-    fn call<B>(&self, target: Target, req: &Request<B>) -> Call {
+    fn call<B>(&self, target: Target, req: &Request<B>, ctx: &Arc<CallContext>) -> Call {
         Call::new(
             self.upstreams[target.upstream].clone(),
             target,
             call::grpc_timeout(req.headers()),
+            ctx.clone(),
         )
     }
 }
@@ -288,23 +405,66 @@ fn ready(res: Response<BoxBody>) -> Responding {
     Box::pin(std::future::ready(res))
 }
 
-/// The future of [`Proxy::handle`]: the response, with the CORS headers added.
+/// The future of [`Proxy::handle`]: the response, finished by the pipeline's last stage.
 pub(crate) struct Handling {
     inner: Responding,
-    /// The policy and the caller's `origin`, for the CORS headers (none on preflights).
-    cors: Option<(Arc<Proxy>, Option<HeaderValue>)>,
+    proxy: Arc<Proxy>,
+    /// The caller's `origin`, for the CORS headers.
+    origin: Option<HeaderValue>,
+    ctx: Arc<CallContext>,
 }
 
 impl Future for Handling {
     type Output = Result<Response<BoxBody>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut res = ready!(self.inner.as_mut().poll(cx));
-        if let Some((proxy, origin)) = self.cors.take() {
-            proxy.cors.decorate(origin.as_ref(), res.headers_mut());
-        }
-        Poll::Ready(Ok(res))
+        let res = ready!(self.inner.as_mut().poll(cx));
+        let (mut parts, body) = res.into_parts();
+        self.proxy
+            .cors
+            .decorate(self.origin.as_ref(), &mut parts.headers);
+        parts
+            .headers
+            .insert(request_id::X_REQUEST_ID, self.ctx.request_id.clone());
+        self.ctx.set_http_status(parts.status);
+        // The observe stage: metrics and the access log when the response is over.
+        let body = if self.proxy.observer.is_enabled() {
+            ObservedBody::new(body, self.ctx.clone(), self.proxy.observer.clone()).boxed_unsync()
+        } else {
+            body
+        };
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
+}
+
+/// The protocol label of a classified call.
+fn call_protocol(p: &Protocol) -> CallProtocol {
+    match p {
+        Protocol::GrpcWeb(m) if m.text_request || m.text_response => CallProtocol::GrpcWebText,
+        Protocol::GrpcWeb(_) => CallProtocol::GrpcWeb,
+        Protocol::Grpc => CallProtocol::Grpc,
+        Protocol::Connect(_) => CallProtocol::Connect,
+    }
+}
+
+/// A call that ends before it is forwarded, answered in its caller's protocol (`retry-after`
+/// in whole seconds, rounded up, when given).
+pub(crate) fn error_response(
+    protocol: &Protocol,
+    status: Status,
+    retry_after: Option<std::time::Duration>,
+) -> Response<BoxBody> {
+    let mut res = match protocol {
+        Protocol::GrpcWeb(mode) => grpc_web::respond(mode, Reply::error(status)),
+        Protocol::Grpc => grpc::respond(Reply::error(status)),
+        Protocol::Connect(mode) => connect::early_error(*mode, status),
+    };
+    if let Some(after) = retry_after {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    res
 }
 
 fn no_route(path: &str) -> Status {

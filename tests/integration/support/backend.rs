@@ -33,6 +33,15 @@ use super::AbortOnDrop;
 /// every message after the first, so a test decides when the stream may go on.
 pub(crate) const GATED: &str = "gated";
 
+/// Headers the proxy itself adds to every call; not echoed, so replies compare equal with and
+/// without a proxy in between.
+pub(crate) const PROXY_HEADERS: [&str; 4] = [
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
 /// A count that tests can wait on.
 #[derive(Debug)]
 pub(crate) struct Counter(watch::Sender<usize>);
@@ -304,7 +313,7 @@ fn respond(req: &EchoRequest, index: u32, headers: &tonic::metadata::MetadataMap
             .to_owned(),
         metadata: h
             .iter()
-            .filter(|(n, _)| n.as_str().starts_with("x-"))
+            .filter(|(n, _)| n.as_str().starts_with("x-") && !PROXY_HEADERS.contains(&n.as_str()))
             .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect(),
     }

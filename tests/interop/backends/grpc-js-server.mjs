@@ -37,6 +37,10 @@ const pkg = grpc.loadPackageDefinition(definition);
 const TestService = pkg.switchboard.testing.v1.TestService;
 
 /** The x-header-* / x-trailer-* metadata of a request, to send back. */
+// Headers the proxy adds to every call; not echoed, so replies compare equal with and without
+// a proxy in between.
+const PROXY_HEADERS = new Set(["x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-real-ip"]);
+
 function echoMetadata(requestMetadata) {
   const headers = new grpc.Metadata();
   const trailers = new grpc.Metadata();
@@ -69,7 +73,7 @@ function grpcTimeout(call) {
 function xMetadata(requestMetadata) {
   const out = {};
   for (const [name, values] of Object.entries(requestMetadata.getMap())) {
-    if (name.startsWith("x-") && typeof values === "string") out[name] = values;
+    if (name.startsWith("x-") && !PROXY_HEADERS.has(name) && typeof values === "string") out[name] = values;
   }
   return out;
 }

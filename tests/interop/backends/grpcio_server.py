@@ -60,6 +60,11 @@ def generate_stubs(out_dir):
     return pb2, pb2_grpc
 
 
+
+# Headers the proxy adds to every call; not echoed, so replies compare equal with and without
+# a proxy in between.
+PROXY_HEADERS = {"x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-real-ip"}
+
 class Status(grpc.Status):
     """A grpc.Status to abort with (grpc.Status is an interface without a constructor)."""
 
@@ -91,7 +96,7 @@ def make_servicer(pb2, pb2_grpc):
         return {
             name: value
             for name, value in context.invocation_metadata()
-            if name.startswith("x-") and isinstance(value, str)
+            if name.startswith("x-") and name not in PROXY_HEADERS and isinstance(value, str)
         }
 
     def respond(req, index, context, timeout):

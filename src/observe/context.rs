@@ -1,0 +1,256 @@
+//! The context of one call: who called, how, where it went, and how it ended. It is created
+//! once when the request arrives and travels with the call (an `Arc`): stages read it instead
+//! of deriving the same facts again, and the parts of the proxy that learn something (the
+//! endpoint that served it, the status it ended with, the bytes it moved) record it here.
+//! When the response body is dropped, the observe stage turns it into metrics and a log line.
+
+// Some fields are read only by the observe stage's consumers (metrics, access log).
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use http::{HeaderValue, Method, Uri};
+
+use crate::protocol::grpc::Code;
+
+/// The protocol label of a call (the `protocol` metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub(crate) enum CallProtocol {
+    /// Not an RPC (preflight, static file, refused before classification).
+    Http = 0,
+    /// gRPC-Web binary.
+    GrpcWeb = 1,
+    /// gRPC-Web text.
+    GrpcWebText = 2,
+    /// Connect (unary, GET, streams).
+    Connect = 3,
+    /// Native gRPC.
+    Grpc = 4,
+    /// REST from `google.api.http` rules.
+    Rest = 5,
+    /// improbable-eng's WebSocket transport.
+    WebSocket = 6,
+}
+
+impl CallProtocol {
+    /// The label value.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            CallProtocol::Http => "http",
+            CallProtocol::GrpcWeb => "grpc_web",
+            CallProtocol::GrpcWebText => "grpc_web_text",
+            CallProtocol::Connect => "connect",
+            CallProtocol::Grpc => "grpc",
+            CallProtocol::Rest => "rest",
+            CallProtocol::WebSocket => "websocket",
+        }
+    }
+
+    fn from_u8(n: u8) -> CallProtocol {
+        match n {
+            1 => CallProtocol::GrpcWeb,
+            2 => CallProtocol::GrpcWebText,
+            3 => CallProtocol::Connect,
+            4 => CallProtocol::Grpc,
+            5 => CallProtocol::Rest,
+            6 => CallProtocol::WebSocket,
+            _ => CallProtocol::Http,
+        }
+    }
+}
+
+/// Facts about the connection a request came on, shared by its requests, and how busy it is.
+#[derive(Debug)]
+pub(crate) struct ConnInfo {
+    /// The TCP peer.
+    pub(crate) peer: SocketAddr,
+    /// The listener's name (metrics label, log field).
+    pub(crate) listener: Arc<str>,
+    /// Whether the connection is TLS (for `X-Forwarded-Proto`).
+    pub(crate) tls: bool,
+    /// The verified client certificate's identity (mTLS), when one was presented.
+    pub(crate) client_identity: Option<HeaderValue>,
+    /// The header that carries `client_identity` upstream (always stripped from callers).
+    pub(crate) identity_header: Option<http::HeaderName>,
+    /// Calls in flight (their contexts alive).
+    calls: AtomicUsize,
+    /// Whether any request has arrived.
+    seen: AtomicBool,
+    /// When the last call ended, in milliseconds since `opened`.
+    idle_since_ms: AtomicU64,
+    opened: Instant,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(
+        peer: SocketAddr,
+        listener: Arc<str>,
+        tls: bool,
+        client_identity: Option<HeaderValue>,
+        identity_header: Option<http::HeaderName>,
+    ) -> ConnInfo {
+        ConnInfo {
+            peer,
+            listener,
+            tls,
+            client_identity,
+            identity_header,
+            calls: AtomicUsize::new(0),
+            seen: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            opened: Instant::now(),
+        }
+    }
+
+    /// Whether a request has arrived on the connection.
+    pub(crate) fn has_seen_request(&self) -> bool {
+        self.seen.load(Ordering::Relaxed)
+    }
+
+    /// Since when no call has been in flight; none while one is.
+    pub(crate) fn idle_since(&self) -> Option<tokio::time::Instant> {
+        if self.calls.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let ms = self.idle_since_ms.load(Ordering::Relaxed);
+        Some(tokio::time::Instant::from_std(
+            self.opened + std::time::Duration::from_millis(ms),
+        ))
+    }
+
+    fn call_started(&self) {
+        self.seen.store(true, Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn call_ended(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.idle_since_ms.store(ms, Ordering::Relaxed);
+        self.calls.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+const NO_CODE: u8 = u8::MAX;
+
+/// One call's context. See the module doc.
+#[derive(Debug)]
+pub(crate) struct CallContext {
+    /// The `x-request-id` (the caller's when it sent one).
+    pub(crate) request_id: HeaderValue,
+    /// When the request arrived.
+    pub(crate) start: Instant,
+    /// The same moment on the wall clock, for the log.
+    pub(crate) wall: SystemTime,
+    /// The connection.
+    pub(crate) conn: Arc<ConnInfo>,
+    /// The client's address (after `trusted_proxies`).
+    pub(crate) client_ip: IpAddr,
+    /// The HTTP method.
+    pub(crate) http_method: Method,
+    /// The request URI (path and query; cheap to clone).
+    pub(crate) uri: Uri,
+    /// The caller's `user-agent`.
+    pub(crate) user_agent: Option<HeaderValue>,
+    protocol: AtomicU8,
+    code: AtomicU8,
+    http_status: AtomicU16,
+    /// Request body bytes received from the caller.
+    pub(crate) bytes_in: AtomicU64,
+    /// Response body bytes sent to the caller.
+    pub(crate) bytes_out: AtomicU64,
+    /// The route's upstream (config name), once routed.
+    pub(crate) upstream: OnceLock<Arc<str>>,
+    /// The endpoint that served the call, once known.
+    pub(crate) endpoint: OnceLock<Arc<str>>,
+    /// The `/package.Service/Method` the call is for, when it differs from the URI path (REST,
+    /// WebSocket); the URI path otherwise.
+    pub(crate) rpc_path: OnceLock<Arc<str>>,
+}
+
+impl CallContext {
+    /// A context for a request that just arrived.
+    pub(crate) fn new(
+        request_id: HeaderValue,
+        conn: Arc<ConnInfo>,
+        client_ip: IpAddr,
+        parts: &http::request::Parts,
+    ) -> CallContext {
+        conn.call_started();
+        CallContext {
+            request_id,
+            start: Instant::now(),
+            wall: SystemTime::now(),
+            client_ip,
+            conn,
+            http_method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            user_agent: parts.headers.get(http::header::USER_AGENT).cloned(),
+            protocol: AtomicU8::new(CallProtocol::Http as u8),
+            code: AtomicU8::new(NO_CODE),
+            http_status: AtomicU16::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            upstream: OnceLock::new(),
+            endpoint: OnceLock::new(),
+            rpc_path: OnceLock::new(),
+        }
+    }
+
+    /// Records the protocol, once classified.
+    pub(crate) fn set_protocol(&self, p: CallProtocol) {
+        self.protocol.store(p as u8, Ordering::Relaxed);
+    }
+
+    /// The protocol.
+    pub(crate) fn protocol(&self) -> CallProtocol {
+        CallProtocol::from_u8(self.protocol.load(Ordering::Relaxed))
+    }
+
+    /// Records the status the call ended with (the first one recorded wins).
+    pub(crate) fn set_code(&self, code: Code) {
+        let _ =
+            self.code
+                .compare_exchange(NO_CODE, code as u8, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The status the call ended with, when one was recorded.
+    pub(crate) fn code(&self) -> Option<Code> {
+        match self.code.load(Ordering::Relaxed) {
+            NO_CODE => None,
+            n => Some(Code::from_i32(i32::from(n))),
+        }
+    }
+
+    /// Records the response's HTTP status.
+    pub(crate) fn set_http_status(&self, status: http::StatusCode) {
+        self.http_status.store(status.as_u16(), Ordering::Relaxed);
+    }
+
+    /// The response's HTTP status (0 before there is one).
+    pub(crate) fn http_status(&self) -> u16 {
+        self.http_status.load(Ordering::Relaxed)
+    }
+
+    /// The `/package.Service/Method` path of the call.
+    pub(crate) fn rpc_path(&self) -> &str {
+        self.rpc_path
+            .get()
+            .map(|p| &**p)
+            .unwrap_or_else(|| self.uri.path())
+    }
+
+    /// Adds to the request bytes.
+    pub(crate) fn add_bytes_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for CallContext {
+    fn drop(&mut self) {
+        self.conn.call_ended();
+    }
+}
