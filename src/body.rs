@@ -1,9 +1,11 @@
 //! Streaming bodies between caller and upstream. Message bytes pass through as the `Bytes`
 //! they arrived in; only frame headers are inspected, to enforce size limits.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -127,6 +129,10 @@ pub(crate) struct RequestBody {
     done: bool,
     /// A frame polled ahead by [`RequestBody::first_frame`], returned first.
     ahead: Option<Result<Frame<Bytes>, BoxError>>,
+    /// Longest wait for the next chunk, for bodies that must arrive whole (HTTP/1.1 has no
+    /// full duplex); the timer is made only when a wait actually happens.
+    idle_limit: Option<Duration>,
+    idle: Option<Pin<Box<Sleep>>>,
 }
 
 impl RequestBody {
@@ -145,7 +151,15 @@ impl RequestBody {
             failure,
             done: false,
             ahead: None,
+            idle_limit: None,
+            idle: None,
         }
+    }
+
+    /// Fails the body when no data arrives for `limit` (a stalled caller).
+    pub(crate) fn with_idle_timeout(mut self, limit: Duration) -> RequestBody {
+        self.idle_limit = Some(limit);
+        self
     }
 
     /// Waits until the body has its first frame (or has ended), which is then returned first.
@@ -247,7 +261,32 @@ impl Body for RequestBody {
             let Some(inner) = this.inner.as_mut() else {
                 return Poll::Ready(None);
             };
-            match ready!(Pin::new(inner).poll_frame(cx)) {
+            let polled = match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(polled) => {
+                    if let (Some(idle), Some(limit)) = (this.idle.as_mut(), this.idle_limit) {
+                        idle.as_mut().reset(Instant::now() + limit);
+                    }
+                    polled
+                }
+                Poll::Pending => {
+                    if let Some(limit) = this.idle_limit {
+                        let idle = this
+                            .idle
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                        if idle.as_mut().poll(cx).is_ready() {
+                            return this.fail(Status::new(
+                                Code::DeadlineExceeded,
+                                format!(
+                                    "the request body stalled: no data for {} (limits.body_timeout)",
+                                    crate::config::units::format_duration(limit)
+                                ),
+                            ));
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            };
+            match polled {
                 Some(Ok(frame)) => {
                     let Ok(mut data) = frame.into_data() else {
                         // Callers must not send request trailers; they are dropped.
@@ -313,6 +352,9 @@ pub(crate) struct End {
     pub(crate) status: Status,
     /// Trailing metadata other than `grpc-status`, `grpc-message`, `grpc-status-details-bin`.
     pub(crate) metadata: HeaderMap,
+    /// The upstream answered plain HTTP 404 (no such path): Connect callers get 404 too, as
+    /// a Connect server answers an unknown procedure.
+    pub(crate) not_found: bool,
 }
 
 impl End {
@@ -321,6 +363,7 @@ impl End {
         End {
             status,
             metadata: HeaderMap::new(),
+            not_found: false,
         }
     }
 
@@ -341,6 +384,7 @@ impl End {
         End {
             status,
             metadata: trailers,
+            not_found: false,
         }
     }
 }
@@ -350,12 +394,31 @@ pub(crate) fn is_status_header(name: &http::HeaderName) -> bool {
     name == GRPC_STATUS || name == GRPC_MESSAGE || name == GRPC_STATUS_DETAILS_BIN
 }
 
-/// Removes headers that never travel as metadata.
+/// Removes headers that never travel as metadata: the fixed hop-by-hop and protocol set, and
+/// every header the `connection` header names (RFC 9110 §7.6.1: they belong to this hop).
 pub(crate) fn strip_hop_headers(headers: &mut HeaderMap) {
+    remove_connection_listed(headers);
     remove_names(
         headers,
         crate::protocol::grpc::metadata::is_hop_or_protocol_header,
     );
+}
+
+/// Removes the headers named in `connection` (rare: HTTP/1.1 callers, usually `keep-alive`).
+pub(crate) fn remove_connection_listed(headers: &mut HeaderMap) {
+    if !headers.contains_key(http::header::CONNECTION) {
+        return;
+    }
+    let listed: Vec<http::HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
 }
 
 /// Removes every header whose name `drop` selects. Usually none or all of them are (the map is
@@ -402,7 +465,18 @@ pub(crate) struct GrpcStream {
     /// Boxed, like `recode`: rare, and a call's reply is moved a few times on its way out.
     pending_end: Option<Box<End>>,
     recode: Option<Box<Recode>>,
+    /// Whole frames ready to go out, in order (usually empty: a chunk that ends on a frame
+    /// boundary goes out as it came).
+    ready: VecDeque<Bytes>,
+    /// The start of a frame whose end has not arrived yet. A frame goes out only once it is
+    /// whole, so a stream that breaks off inside a frame never leaves the caller a partial
+    /// frame before its status.
+    partial: VecDeque<Bytes>,
 }
+
+/// Pieces of one partial frame kept before they are joined into one (a peer sending tiny
+/// DATA frames must not make the queue grow by one entry per byte).
+const MAX_PARTIAL_PIECES: usize = 64;
 
 impl GrpcStream {
     /// Follows an upstream body.
@@ -423,6 +497,8 @@ impl GrpcStream {
             upstream,
             pending_end: None,
             recode: None,
+            ready: VecDeque::new(),
+            partial: VecDeque::new(),
         }
     }
 
@@ -449,20 +525,58 @@ impl GrpcStream {
             upstream: Arc::from(""),
             pending_end: Some(Box::new(end)),
             recode: None,
+            ready: VecDeque::new(),
+            partial: VecDeque::new(),
         }
     }
 
     /// Whether the end has been delivered: nothing more will come.
     pub(crate) fn is_over(&self) -> bool {
-        self.body.is_none() && self.pending_end.is_none()
+        self.body.is_none() && self.pending_end.is_none() && self.ready.is_empty()
     }
 
+    /// Ends the stream with `end`, after the whole frames already received. A partial frame
+    /// is dropped.
     fn finish(&mut self, end: End) -> Poll<Option<Event>> {
         // Dropping the body resets the upstream stream if it is still open.
         self.body = None;
         self._guard = None;
         self.deadline = None;
-        Poll::Ready(Some(Event::End(end)))
+        self.partial.clear();
+        match self.ready.pop_front() {
+            Some(data) => {
+                self.pending_end = Some(Box::new(end));
+                Poll::Ready(Some(Event::Data(data)))
+            }
+            None => Poll::Ready(Some(Event::End(end))),
+        }
+    }
+
+    /// Passes a chunk of upstream frames on: at once when it ends on a frame boundary (the
+    /// usual case), else the whole frames in it now and the rest once its frame is complete.
+    /// `None` when nothing is ready yet.
+    fn pass(&mut self, mut data: Bytes) -> Result<Option<Bytes>, FrameError> {
+        match self.scanner.scan_to_boundary(&data)? {
+            Some(k) if k == data.len() && self.partial.is_empty() => return Ok(Some(data)),
+            Some(k) => {
+                let rest = data.split_off(k);
+                self.ready.extend(self.partial.drain(..));
+                if !data.is_empty() {
+                    self.ready.push_back(data);
+                }
+                if !rest.is_empty() {
+                    self.partial.push_back(rest);
+                }
+            }
+            None => {
+                self.partial.push_back(data);
+                if self.partial.len() > MAX_PARTIAL_PIECES {
+                    let joined: Vec<u8> = self.partial.drain(..).flat_map(|b| b.to_vec()).collect();
+                    self.partial.push_back(Bytes::from(joined));
+                }
+            }
+        }
+        Ok(self.ready.pop_front())
     }
 
     fn response_frame_status(&self, e: &FrameError) -> Status {
@@ -483,72 +597,83 @@ impl GrpcStream {
 
     /// The next event.
     pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        if let Some(end) = self.pending_end.take() {
-            return Poll::Ready(Some(Event::End(*end)));
-        }
-        let Some(body) = self.body.as_mut() else {
-            return Poll::Ready(None);
-        };
-        if let Some(d) = self.deadline.as_mut() {
-            if d.as_mut().poll(cx).is_ready() {
-                return self.finish(End::status(deadline_exceeded()));
+        loop {
+            if let Some(data) = self.ready.pop_front() {
+                return Poll::Ready(Some(Event::Data(data)));
             }
-        }
-        match ready!(Pin::new(body).poll_frame(cx)) {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) if self.recode.is_some() => {
-                    if let Err(e) = self.scanner.scan(&data) {
-                        return self.finish(End::status(self.response_frame_status(&e)));
-                    }
-                    let rewritten = self
-                        .recode
-                        .as_mut()
-                        .map(|r| r.push(&data, |e| Status::new(Code::Internal, e.to_string())));
-                    match rewritten {
-                        Some(Ok(out)) if out.is_empty() => {
-                            // No whole message yet: ask for more.
-                            cx.waker().wake_by_ref();
-                            Poll::Pending
+            if let Some(end) = self.pending_end.take() {
+                return Poll::Ready(Some(Event::End(*end)));
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if let Some(d) = self.deadline.as_mut() {
+                if d.as_mut().poll(cx).is_ready() {
+                    return self.finish(End::status(deadline_exceeded()));
+                }
+            }
+            match ready!(Pin::new(body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if self.recode.is_some() => {
+                        if let Err(e) = self.scanner.scan(&data) {
+                            return self.finish(End::status(self.response_frame_status(&e)));
                         }
-                        Some(Ok(out)) => Poll::Ready(Some(Event::Data(out))),
-                        Some(Err(status)) => self.finish(End::status(status)),
-                        None => Poll::Ready(Some(Event::Data(data))),
+                        let rewritten = self
+                            .recode
+                            .as_mut()
+                            .map(|r| r.push(&data, |e| Status::new(Code::Internal, e.to_string())));
+                        match rewritten {
+                            // No whole message yet: read on.
+                            Some(Ok(out)) if out.is_empty() => continue,
+                            Some(Ok(out)) => return Poll::Ready(Some(Event::Data(out))),
+                            Some(Err(status)) => return self.finish(End::status(status)),
+                            None => return Poll::Ready(Some(Event::Data(data))),
+                        }
                     }
-                }
-                Ok(data) => {
-                    if let Err(e) = self.scanner.scan(&data) {
-                        return self.finish(End::status(self.response_frame_status(&e)));
+                    Ok(data) => match self.pass(data) {
+                        Ok(Some(out)) => return Poll::Ready(Some(Event::Data(out))),
+                        Ok(None) => continue,
+                        Err(e) => return self.finish(End::status(self.response_frame_status(&e))),
+                    },
+                    Err(frame) => {
+                        let trailers = frame.into_trailers().unwrap_or_default();
+                        let end = match self.scanner.finish() {
+                            Ok(()) => End::from_trailers(trailers, &self.upstream),
+                            Err(e) => End::status(Status::new(
+                                Code::Internal,
+                                format!(
+                                    "upstream {:?} ended the stream mid-message: {e}",
+                                    self.upstream
+                                ),
+                            )),
+                        };
+                        return self.finish(end);
                     }
-                    Poll::Ready(Some(Event::Data(data)))
+                },
+                Some(Err(e)) => {
+                    let end = self.failure_or(status_from_error(&e, &self.upstream));
+                    return self.finish(end);
                 }
-                Err(frame) => {
-                    let trailers = frame.into_trailers().unwrap_or_default();
+                None => {
                     let end = match self.scanner.finish() {
-                        Ok(()) => End::from_trailers(trailers, &self.upstream),
-                        Err(e) => End::status(Status::new(
+                        Err(e) => Status::new(
                             Code::Internal,
                             format!(
                                 "upstream {:?} ended the stream mid-message: {e}",
                                 self.upstream
                             ),
-                        )),
+                        ),
+                        Ok(()) => Status::new(
+                            Code::Internal,
+                            format!(
+                                "upstream {:?} closed the stream without trailers",
+                                self.upstream
+                            ),
+                        ),
                     };
-                    self.finish(end)
+                    let end = self.failure_or(end);
+                    return self.finish(end);
                 }
-            },
-            Some(Err(e)) => {
-                let end = self.failure_or(status_from_error(&e, &self.upstream));
-                self.finish(end)
-            }
-            None => {
-                let end = self.failure_or(Status::new(
-                    Code::Internal,
-                    format!(
-                        "upstream {:?} closed the stream without trailers",
-                        self.upstream
-                    ),
-                ));
-                self.finish(end)
             }
         }
     }

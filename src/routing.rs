@@ -16,6 +16,8 @@ pub(crate) struct Target {
     pub(crate) timeout: Option<Duration>,
     /// Limit on one message.
     pub(crate) max_message_size: usize,
+    /// Longest gap in a request body that must arrive whole.
+    pub(crate) body_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -47,6 +49,7 @@ impl RouteTable {
                         upstream: r.upstream,
                         timeout: r.timeout.or(up.timeout),
                         max_message_size: r.max_message_size.unwrap_or(up.max_message_size),
+                        body_timeout: config.limits.body_timeout,
                     },
                 }
             })

@@ -33,6 +33,8 @@ pub(crate) struct Call {
     name: Arc<str>,
     pub(crate) deadline: Option<Instant>,
     pub(crate) limit: usize,
+    /// Longest gap in a request body that must arrive whole (HTTP/1.1, Connect unary).
+    pub(crate) body_timeout: Duration,
     pub(crate) failure: FailureSlot,
 }
 
@@ -99,6 +101,7 @@ impl Call {
             name,
             deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
             limit: target.max_message_size,
+            body_timeout: target.body_timeout,
             failure: Arc::new(OnceLock::new()),
         }
     }
@@ -240,9 +243,17 @@ impl Answer {
                 message.push_str(": ");
                 message.push_str(&snippet);
             }
-            return Reply::error(Status::new(code, message));
+            let mut end = End::status(Status::new(code, message));
+            end.not_found = parts.status == StatusCode::NOT_FOUND;
+            return Reply {
+                metadata: HeaderMap::new(),
+                content_type: None,
+                stream: GrpcStream::ended(end),
+                ctx: None,
+            };
         }
         let mut metadata = parts.headers;
+        body::remove_connection_listed(&mut metadata);
         // A status in the headers of a response that has a body is not authoritative.
         body::remove_names(&mut metadata, |n| {
             body::is_status_header(n) || is_hop_or_protocol_header(n)

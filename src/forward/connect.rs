@@ -91,14 +91,29 @@ async fn unary(
         *res.status_mut() = StatusCode::URI_TOO_LONG;
         return res;
     }
-    let message = match read_unary_message(&call, &mut mode, &parts, body).await {
+    // The request is read within the call's deadline, and no gap in it may last longer
+    // than the body timeout: a caller that stalls mid-body holds nothing for long.
+    let reading = read_unary_message(&call, &mut mode, &parts, body);
+    let read = match call.deadline {
+        Some(d) => tokio::time::timeout_at(d, reading)
+            .await
+            .unwrap_or_else(|_| Err(body::deadline_exceeded())),
+        None => reading.await,
+    };
+    let message = match read {
         Ok(m) => m,
-        Err(status) => return unary_error(&status, HeaderMap::new(), HeaderMap::new()),
+        Err(status) => {
+            call.ctx.set_code(status.code);
+            return unary_error(&status, HeaderMap::new(), HeaderMap::new());
+        }
     };
     let message = match transcode {
         Some((method, ignore)) => match method.request_to_proto(&message.contiguous(), ignore) {
             Ok(m) => Chunks(vec![m]),
-            Err(status) => return unary_error(&status, HeaderMap::new(), HeaderMap::new()),
+            Err(status) => {
+                call.ctx.set_code(status.code);
+                return unary_error(&status, HeaderMap::new(), HeaderMap::new());
+            }
         },
         None => message,
     };
@@ -132,8 +147,14 @@ async fn unary(
         }
     }
     let Some(payload) = payload else {
-        return unary_error(&status, metadata, end.metadata);
+        call.ctx.set_code(status.code);
+        let mut res = unary_error(&status, metadata, end.metadata);
+        if end.not_found && status.code == Code::Unimplemented {
+            *res.status_mut() = StatusCode::NOT_FOUND;
+        }
+        return res;
     };
+    call.ctx.set_code(Code::Ok);
     let mut res = Response::new(body::empty());
     let h = res.headers_mut();
     *h = metadata;
@@ -187,7 +208,20 @@ async fn read_unary_message(
         Encoding::parse(encoding_name).ok_or_else(|| compression::unsupported(encoding_name))?;
     let mut chunks = Vec::new();
     let mut len = 0usize;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout(call.body_timeout, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(Status::new(
+                    Code::DeadlineExceeded,
+                    format!(
+                        "the request body stalled: no data for {} (limits.body_timeout)",
+                        crate::config::units::format_duration(call.body_timeout)
+                    ),
+                ))
+            }
+        };
         let frame = frame.map_err(|e| {
             Status::new(Code::Cancelled, format!("reading the request failed: {e}"))
         })?;
@@ -338,6 +372,9 @@ fn stream_upstream(
     };
     headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static(accept));
     let mut body = RequestBody::new(body, false, call.limit, call.failure.clone());
+    if parts.version < http::Version::HTTP_2 {
+        body = body.with_idle_timeout(call.body_timeout);
+    }
     if let Some((method, ignore)) = transcode {
         let m = method.clone();
         body = body.recoding(

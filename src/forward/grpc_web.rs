@@ -31,7 +31,7 @@ pub(crate) fn forward(
 ) -> impl Future<Output = Response<BoxBody>> + Send {
     let transcode = json.as_ref().and_then(Json::method);
     let h1 = req.version() < Version::HTTP_2;
-    let started = upstream(&call, &mode, transcode, req).map(|r| call.start_request(r, h1));
+    let started = upstream(&call, &mode, transcode, req, h1).map(|r| call.start_request(r, h1));
     async move {
         match started {
             Ok(started) => {
@@ -54,6 +54,7 @@ fn upstream(
     mode: &Mode,
     transcode: Option<(&crate::protocol::json::Method, bool)>,
     req: Request<Incoming>,
+    h1: bool,
 ) -> Result<Request<RequestBody>, crate::protocol::grpc::Status> {
     let (mut parts, body) = req.into_parts();
     let content_type = HeaderValue::from_static(match (mode.codec, transcode) {
@@ -62,6 +63,9 @@ fn upstream(
     });
     let mut headers = call.upstream_headers(std::mem::take(&mut parts.headers), content_type);
     let mut body = RequestBody::new(body, mode.text_request, call.limit, call.failure.clone());
+    if h1 {
+        body = body.with_idle_timeout(call.body_timeout);
+    }
     if let Some((method, ignore)) = transcode {
         // Messages are rewritten, so they travel uncompressed in both directions.
         let Some(encoding) = header_encoding(&headers, GRPC_ENCODING) else {

@@ -7,6 +7,7 @@ mod connect;
 mod cors;
 mod demo;
 mod errors;
+mod faults;
 mod grpc;
 mod grpc_web;
 mod interop;

@@ -74,18 +74,36 @@ impl FrameScanner {
     }
 
     /// Follows `chunk`.
-    pub fn scan(&mut self, mut chunk: &[u8]) -> Result<(), FrameError> {
-        while !chunk.is_empty() {
+    pub fn scan(&mut self, chunk: &[u8]) -> Result<(), FrameError> {
+        self.scan_to_boundary(chunk).map(|_| ())
+    }
+
+    /// Whether the bytes seen so far end exactly at the end of a frame.
+    pub fn at_boundary(&self) -> bool {
+        self.header_have == 0 && self.payload_left == 0
+    }
+
+    /// Follows `chunk` and returns how much of it ends on a frame boundary: `Some(k)` when
+    /// `chunk[..k]` completes the last frame that ends inside it (`Some(0)` when the chunk
+    /// starts on a boundary and completes no frame), `None` when the whole chunk lies inside
+    /// a frame begun earlier.
+    pub fn scan_to_boundary(&mut self, chunk: &[u8]) -> Result<Option<usize>, FrameError> {
+        let mut boundary = self.at_boundary().then_some(0);
+        let mut at = 0;
+        while at < chunk.len() {
             if self.payload_left > 0 {
-                let n = self.payload_left.min(chunk.len());
+                let n = self.payload_left.min(chunk.len() - at);
                 self.payload_left -= n;
-                chunk = &chunk[n..];
+                at += n;
+                if self.payload_left == 0 {
+                    boundary = Some(at);
+                }
                 continue;
             }
-            let n = (HEADER_LEN - self.header_have).min(chunk.len());
-            self.header[self.header_have..self.header_have + n].copy_from_slice(&chunk[..n]);
+            let n = (HEADER_LEN - self.header_have).min(chunk.len() - at);
+            self.header[self.header_have..self.header_have + n].copy_from_slice(&chunk[at..at + n]);
             self.header_have += n;
-            chunk = &chunk[n..];
+            at += n;
             if self.header_have == HEADER_LEN {
                 self.header_have = 0;
                 let flags = self.header[0];
@@ -106,9 +124,12 @@ impl FrameScanner {
                 }
                 self.payload_left = len;
                 self.frames += 1;
+                if len == 0 {
+                    boundary = Some(at);
+                }
             }
         }
-        Ok(())
+        Ok(boundary)
     }
 
     /// Checks that the stream ended on a frame boundary.
@@ -229,6 +250,39 @@ mod tests {
             assert_eq!(s.finish(), Ok(()), "split at {split}");
             assert_eq!(s.frames(), 3);
         }
+    }
+
+    #[test]
+    fn scanner_reports_the_last_frame_boundary_in_each_chunk() {
+        let mut stream = GREET.to_vec();
+        stream.extend_from_slice(&[0, 0, 0, 0, 0]);
+        stream.extend_from_slice(&GREET);
+        let ends = [10, 15, 25];
+        for split in 0..=stream.len() {
+            let mut s = FrameScanner::new(100, FLAG_COMPRESSED);
+            let first = s.scan_to_boundary(&stream[..split]).unwrap_or(None);
+            let want_first = ends
+                .iter()
+                .rev()
+                .find(|e| **e <= split)
+                .copied()
+                .or(Some(0));
+            assert_eq!(first, want_first, "first part, split at {split}");
+            let second = s.scan_to_boundary(&stream[split..]).unwrap_or(None);
+            let start_on_boundary = split == 0 || ends.contains(&split);
+            let want_second = ends
+                .iter()
+                .rev()
+                .find(|e| **e > split)
+                .map(|e| e - split)
+                .or(start_on_boundary.then_some(0));
+            assert_eq!(second, want_second, "second part, split at {split}");
+            assert!(s.at_boundary());
+        }
+        let mut s = FrameScanner::new(100, FLAG_COMPRESSED);
+        assert_eq!(s.scan_to_boundary(&GREET[..3]), Ok(Some(0)));
+        assert_eq!(s.scan_to_boundary(&GREET[3..6]), Ok(None));
+        assert_eq!(s.scan_to_boundary(&GREET[6..]), Ok(Some(4)));
     }
 
     #[test]

@@ -137,6 +137,11 @@ impl Client {
         }
     }
 
+    /// Waits until the server closes the connection.
+    pub(crate) async fn closed(mut self) {
+        let _ = (&mut self._conn.0).await;
+    }
+
     /// Sends a request whose URI is just a path; the client fills in the authority.
     pub(crate) async fn send(&mut self, mut req: Request<ReqBody>) -> Reply {
         let path = req
