@@ -2,369 +2,40 @@
 //! proxy to the tonic backend. PROTOCOLS.md §3, §5 and the vectors of §8.5–§8.12.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
+use http::{Method, StatusCode};
 use prost::Message as _;
 use serde_json::{json, Value};
 use tonic::Code;
 
-use crate::support::client::{empty, full, ReqBody};
-use crate::support::wire::{frame_with_flag, parse_grpc_timeout, split_frame};
+use crate::support::client::{empty, full};
+use crate::support::connect::*;
+use crate::support::wire::{frame_with_flag, parse_grpc_timeout};
 use crate::support::*;
 
-const PROTO: &str = "application/proto";
-const CONNECT_PROTO: &str = "application/connect+proto";
-const END_STREAM: u8 = 0x02;
-const COMPRESSED: u8 = 0x01;
-/// The message no test can get right by accident: non-ASCII, a `%`, and a non-BMP character.
-const UNICODE: &str = "café 100% 😈";
-
-// --- Helpers -------------------------------------------------------------------------------
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(data).unwrap();
-    enc.finish().unwrap()
-}
-
-fn gunzip(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(data)
-        .read_to_end(&mut out)
-        .unwrap_or_else(|e| panic!("not gzip ({e}): {data:02x?}"));
-    out
-}
-
-fn failing(code: Code, message: &str, with_details: bool) -> EchoRequest {
-    EchoRequest {
-        error: Some(ErrorSpec {
-            code: code as i32,
-            message: message.to_owned(),
-            with_details,
-        }),
-        ..echo("fail")
-    }
-}
-
-/// A request with `headers` appended (names may repeat).
-fn request(
-    method: Method,
-    path: &str,
-    content_type: Option<&str>,
-    headers: &[(&str, &str)],
-    body: ReqBody,
-) -> Request<ReqBody> {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(ct) = content_type {
-        req = req.header("content-type", ct);
-    }
-    let mut req = req.body(body).unwrap();
-    for (name, value) in headers {
-        req.headers_mut().append(
-            HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            HeaderValue::from_str(value).unwrap(),
-        );
-    }
-    req
-}
-
-/// A whole unary response.
-#[derive(Debug)]
-struct Unary {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Unary {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-
-    /// Asserts a successful proto answer and decodes it (gunzipping a gzip body).
-    fn ok(&self) -> EchoResponse {
-        assert_eq!(self.status, StatusCode::OK, "{self:#?}");
-        assert_eq!(self.header("content-type"), Some(PROTO), "{self:#?}");
-        let body = match self.header("content-encoding") {
-            None | Some("identity") => self.body.to_vec(),
-            Some("gzip") => gunzip(&self.body),
-            Some(other) => panic!("unexpected content-encoding {other}: {self:#?}"),
-        };
-        EchoResponse::decode(&body[..])
-            .unwrap_or_else(|e| panic!("not an EchoResponse ({e}): {self:#?}"))
-    }
-
-    /// Asserts a Connect error with this HTTP status and code; returns the error JSON.
-    fn error(&self, http: u16, code: &str, case: &str) -> Value {
-        assert_eq!(self.status.as_u16(), http, "{case}: {self:#?}");
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/json"),
-            "{case}: errors are always JSON: {self:#?}"
-        );
-        let json: Value = serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{case}: error body is not JSON ({e}): {self:#?}"));
-        assert_eq!(json["code"], code, "{case}: {json}");
-        json
-    }
-}
-
-async fn send(addr: SocketAddr, http: Http, req: Request<ReqBody>) -> Unary {
-    // The client owns the connection: keep it until the body has been read.
-    let mut client = Client::connect(addr, http).await;
-    let reply = client.send(req).await;
-    let status = reply.status;
-    let headers = reply.headers.clone();
-    let body = reply.bytes().await;
-    Unary {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// A Connect unary POST of `body` as `application/proto`, protocol version 1, plus `headers`.
-async fn post(
+/// A Connect unary POST of `msg` to the Unary method.
+async fn unary(
     addr: SocketAddr,
     http: Http,
-    path: &str,
-    body: impl Into<Bytes>,
+    msg: &EchoRequest,
     headers: &[(&str, &str)],
-) -> Unary {
-    let mut all = vec![("connect-protocol-version", "1")];
-    all.extend_from_slice(headers);
-    let req = request(Method::POST, path, Some(PROTO), &all, full(body.into()));
-    send(addr, http, req).await
+) -> Answer {
+    post_proto(addr, http, UNARY, msg.encode_to_vec(), headers).await
 }
 
-async fn unary(addr: SocketAddr, http: Http, msg: &EchoRequest, headers: &[(&str, &str)]) -> Unary {
-    post(addr, http, UNARY, msg.encode_to_vec(), headers).await
-}
-
-async fn get(
-    addr: SocketAddr,
-    http: Http,
-    path_and_query: &str,
-    headers: &[(&str, &str)],
-) -> Unary {
-    let req = request(Method::GET, path_and_query, None, headers, empty());
-    send(addr, http, req).await
-}
-
-/// The query of a Connect GET carrying `message` as unpadded URL-safe base64.
+/// The query of a Connect GET of Lookup carrying `message`.
 fn get_url(message: &[u8], compression: Option<&str>) -> String {
-    let compression = compression.map_or(String::new(), |c| format!("compression={c}&"));
-    format!(
-        "{LOOKUP}?connect=v1&base64=1&{compression}encoding=proto&message={}",
-        URL_SAFE_NO_PAD.encode(message)
-    )
-}
-
-/// Checks the one detail the backend attaches: google.rpc.BadRequest{message: must not be
-/// empty}, as unpadded standard base64 (PROTOCOLS.md §3.4, §8.5).
-fn assert_bad_request_detail(error: &Value, case: &str) {
-    let details = error["details"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{case}: no details in {error}"));
-    assert_eq!(details.len(), 1, "{case}: {error}");
-    assert_eq!(
-        details[0]["type"], "google.rpc.BadRequest",
-        "{case}: {error}"
-    );
-    let value = details[0]["value"].as_str().unwrap();
-    assert!(
-        !value.ends_with('='),
-        "{case}: value must be unpadded: {value}"
-    );
-    let bytes = STANDARD_NO_PAD
-        .decode(value)
-        .unwrap_or_else(|e| panic!("{case}: value is not standard base64 ({e}): {value}"));
-    let detail = tonic_types::pb::BadRequest::decode(&bytes[..]).unwrap();
-    let expected = tonic_types::pb::BadRequest {
-        field_violations: vec![tonic_types::pb::bad_request::FieldViolation {
-            field: "message".to_owned(),
-            description: "must not be empty".to_owned(),
-            ..Default::default()
-        }],
-    };
-    assert_eq!(detail, expected, "{case}");
-    assert_eq!(bytes, expected.encode_to_vec(), "{case}");
-}
-
-/// A streaming response read one envelope at a time, as it arrives.
-struct Envelopes {
-    body: Option<Incoming>,
-    buf: Vec<u8>,
-}
-
-impl Envelopes {
-    fn new(body: Incoming) -> Envelopes {
-        Envelopes {
-            body: Some(body),
-            buf: Vec::new(),
-        }
-    }
-
-    /// The next whole envelope (flags, payload); None at the end of the body.
-    async fn next(&mut self) -> Option<(u8, Bytes)> {
-        loop {
-            if let Some((flag, payload, rest)) = split_frame(&self.buf) {
-                let out = (flag, Bytes::copy_from_slice(payload));
-                self.buf = rest.to_vec();
-                return Some(out);
-            }
-            let body = self.body.as_mut()?;
-            match guard("next response envelope", body.frame()).await {
-                None => {
-                    self.body = None;
-                    assert!(
-                        self.buf.is_empty(),
-                        "body ends inside an envelope: {:02x?}",
-                        self.buf
-                    );
-                    return None;
-                }
-                Some(Err(e)) => panic!("response body failed: {e:?}"),
-                Some(Ok(f)) => {
-                    if let Ok(data) = f.into_data() {
-                        self.buf.extend_from_slice(&data);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A whole Connect streaming response.
-#[derive(Debug)]
-struct Streamed {
-    status: StatusCode,
-    headers: HeaderMap,
-    messages: Vec<EchoResponse>,
-    /// The end-stream message.
-    end: Value,
-}
-
-impl Streamed {
-    /// Asserts HTTP 200 with the Connect streaming content type.
-    fn assert_shape(&self, case: &str) {
-        assert_eq!(self.status, StatusCode::OK, "{case}: {self:#?}");
-        assert_eq!(
-            self.headers
-                .get("content-type")
-                .map(|v| v.to_str().unwrap()),
-            Some(CONNECT_PROTO),
-            "{case}: {self:#?}"
-        );
-    }
-
-    /// Asserts success: HTTP 200 and an end-stream without error; returns the messages.
-    fn ok(&self, case: &str) -> &[EchoResponse] {
-        self.assert_shape(case);
-        assert!(
-            self.end.get("error").is_none(),
-            "{case}: unexpected error {}",
-            self.end
-        );
-        &self.messages
-    }
-
-    /// Asserts an end-stream error with `code` (HTTP 200 all the same); returns the error.
-    fn error(&self, code: &str, case: &str) -> &Value {
-        self.assert_shape(case);
-        let error = &self.end["error"];
-        assert_eq!(error["code"], code, "{case}: end-stream {}", self.end);
-        error
-    }
-}
-
-/// Reads the rest of a stream: message envelopes, then exactly one end-stream envelope, last.
-async fn finish_stream(
-    status: StatusCode,
-    headers: HeaderMap,
-    envelopes: &mut Envelopes,
-    mut messages: Vec<EchoResponse>,
-) -> Streamed {
-    let mut end = None;
-    while let Some((flag, payload)) = envelopes.next().await {
-        assert!(
-            end.is_none(),
-            "envelope (flag {flag:#04x}) after the end-stream message"
-        );
-        match flag {
-            0x00 => messages.push(
-                EchoResponse::decode(&payload[..])
-                    .unwrap_or_else(|e| panic!("not an EchoResponse ({e}): {payload:02x?}")),
-            ),
-            END_STREAM => {
-                end = Some(
-                    serde_json::from_slice::<Value>(&payload).unwrap_or_else(|e| {
-                        panic!(
-                            "end-stream is not JSON ({e}): {:?}",
-                            String::from_utf8_lossy(&payload)
-                        )
-                    }),
-                );
-            }
-            other => panic!("unexpected envelope flag {other:#04x}"),
-        }
-    }
-    let end = end.unwrap_or_else(|| {
-        panic!("no end-stream message (status {status}, {messages:?}, {headers:?})")
-    });
-    assert!(end.is_object(), "end-stream must be an object: {end}");
-    Streamed {
-        status,
-        headers,
-        messages,
-        end,
-    }
-}
-
-async fn read_stream(reply: Reply) -> Streamed {
-    let mut envelopes = Envelopes::new(reply.body);
-    finish_stream(reply.status, reply.headers, &mut envelopes, Vec::new()).await
-}
-
-/// A Connect streaming POST (`application/connect+proto`, protocol version 1).
-fn stream_request(path: &str, headers: &[(&str, &str)], body: ReqBody) -> Request<ReqBody> {
-    let mut all = vec![("connect-protocol-version", "1")];
-    all.extend_from_slice(headers);
-    request(Method::POST, path, Some(CONNECT_PROTO), &all, body)
-}
-
-/// One streaming call with a complete request body.
-async fn stream_call(
-    addr: SocketAddr,
-    http: Http,
-    path: &str,
-    body: impl Into<Bytes>,
-    headers: &[(&str, &str)],
-) -> Streamed {
-    let req = stream_request(path, headers, full(body.into()));
-    let mut client = Client::connect(addr, http).await;
-    let reply = client.send(req).await;
-    read_stream(reply).await
+    get_proto_query(LOOKUP, message, compression)
 }
 
 async fn assert_still_serves(addr: SocketAddr) {
     let res = unary(addr, Http::H1, &echo("still here"), &[]).await;
-    assert_eq!(res.ok().message, "still here");
-}
-
-fn closed_upstream_yaml() -> String {
-    one_upstream_yaml(&format!("http://{}", closed_port()), &[], &[])
-        .replace("name: backend", "name: closed-backend")
-        .replace("upstream: backend", "upstream: closed-backend")
+    assert_eq!(res.ok_proto().message, "still here");
 }
 
 // --- Unary POST ----------------------------------------------------------------------------
@@ -386,7 +57,7 @@ async fn unary_round_trips_with_metadata_over_both_http_versions() {
             &[("x-header-a", "h"), ("x-trailer-a", "t"), ("x-custom", "c")],
         )
         .await;
-        let out = res.ok();
+        let out = res.ok_proto();
         assert_eq!(out.message, case);
         assert_eq!(out.payload, [0, 1, 2, 0xff], "{case}");
         assert_eq!(out.metadata.get("x-custom").map(String::as_str), Some("c"));
@@ -430,7 +101,10 @@ async fn protocol_version_header_absent_is_accepted_and_wrong_is_invalid() {
             &[],
             full(echo("no version").encode_to_vec()),
         );
-        assert_eq!(send(proxy.addr, http, req).await.ok().message, "no version");
+        assert_eq!(
+            send(proxy.addr, http, req).await.ok_proto().message,
+            "no version"
+        );
 
         let req = request(
             Method::POST,
@@ -453,7 +127,7 @@ async fn protocol_version_header_absent_is_accepted_and_wrong_is_invalid() {
             })),
         );
         let mut client = Client::connect(proxy.addr, http).await;
-        let s = read_stream(client.send(req).await).await;
+        let s = read_stream::<EchoResponse>(client.send(req).await).await;
         s.error("invalid_argument", &format!("stream v2 over {http:?}"));
         assert!(s.messages.is_empty());
     }
@@ -525,7 +199,7 @@ async fn unicode_and_percent_in_error_messages_round_trip() {
     let backend = spawn_backend().await;
     let proxy = spawn_proxy(&backend.url).await;
     let messages = [
-        UNICODE,
+        UNICODE_MESSAGE,
         "100% done",
         "50%",
         "%zz",
@@ -546,10 +220,10 @@ async fn unicode_and_percent_in_error_messages_round_trip() {
         }
         let req = EchoRequest {
             count: 1,
-            ..failing(Code::Aborted, UNICODE, false)
+            ..failing(Code::Aborted, UNICODE_MESSAGE, false)
         };
-        let s = stream_call(proxy.addr, http, SERVER_STREAM, frame(&req), &[]).await;
-        assert_eq!(s.error("aborted", "stream")["message"], UNICODE);
+        let s = proto_stream(proxy.addr, http, SERVER_STREAM, frame(&req), &[]).await;
+        assert_eq!(s.error("aborted", "stream")["message"], UNICODE_MESSAGE);
         assert_eq!(s.messages.len(), 1);
     }
 }
@@ -570,7 +244,7 @@ async fn connect_timeout_becomes_a_deadline() {
             &[("connect-timeout-ms", "5000")],
         )
         .await;
-        let seen = res.ok().grpc_timeout;
+        let seen = res.ok_proto().grpc_timeout;
         let parsed = parse_grpc_timeout(&seen)
             .unwrap_or_else(|| panic!("{case}: backend saw grpc-timeout {seen:?}"));
         assert!(
@@ -580,7 +254,7 @@ async fn connect_timeout_becomes_a_deadline() {
 
         // No timeout, no grpc-timeout.
         let res = unary(proxy.addr, http, &echo("none"), &[]).await;
-        assert_eq!(res.ok().grpc_timeout, "", "{case}");
+        assert_eq!(res.ok_proto().grpc_timeout, "", "{case}");
 
         // Enforced: a slow backend ends in deadline_exceeded (504).
         let slow = EchoRequest {
@@ -632,7 +306,7 @@ async fn malformed_connect_timeout_is_invalid_argument() {
             count: 1,
             ..echo("t")
         };
-        let s = stream_call(
+        let s = proto_stream(
             proxy.addr,
             http,
             SERVER_STREAM,
@@ -656,7 +330,7 @@ async fn gzip_request_bodies_are_decompressed() {
             payload: vec![7; 5000],
             ..echo("zipped")
         };
-        let res = post(
+        let res = post_proto(
             proxy.addr,
             http,
             UNARY,
@@ -664,12 +338,12 @@ async fn gzip_request_bodies_are_decompressed() {
             &[("content-encoding", "gzip")],
         )
         .await;
-        let out = res.ok();
+        let out = res.ok_proto();
         assert_eq!(out.message, "zipped", "{http:?}");
         assert_eq!(out.payload, vec![7; 5000], "{http:?}");
 
         // A zero-length body is the empty message and is never decompressed (§3.2).
-        let res = post(
+        let res = post_proto(
             proxy.addr,
             http,
             UNARY,
@@ -677,10 +351,10 @@ async fn gzip_request_bodies_are_decompressed() {
             &[("content-encoding", "gzip")],
         )
         .await;
-        assert_eq!(res.ok(), EchoResponse::default(), "{http:?}");
+        assert_eq!(res.ok_proto(), EchoResponse::default(), "{http:?}");
 
         // Corrupt gzip is the caller's fault (§5: connect-go says invalid_argument).
-        let res = post(
+        let res = post_proto(
             proxy.addr,
             http,
             UNARY,
@@ -693,7 +367,7 @@ async fn gzip_request_bodies_are_decompressed() {
             "invalid_argument",
             &format!("corrupt gzip over {http:?}"),
         );
-        let s = stream_call(
+        let s = proto_stream(
             proxy.addr,
             http,
             CLIENT_STREAM,
@@ -725,7 +399,7 @@ async fn responses_are_gzipped_when_accepted_and_large() {
             "{case}: {res:#?}"
         );
         assert!(res.body.len() < 10_000, "{case}: {} bytes", res.body.len());
-        let out = res.ok();
+        let out = res.ok_proto();
         assert_eq!(out.message, "big");
         assert_eq!(out.payload, vec![b'x'; 10_000], "{case}");
 
@@ -738,7 +412,7 @@ async fn responses_are_gzipped_when_accepted_and_large() {
         )
         .await;
         assert_eq!(res.header("content-encoding"), Some("gzip"), "{case}");
-        assert_eq!(res.ok().payload.len(), 10_000);
+        assert_eq!(res.ok_proto().payload.len(), 10_000);
 
         // Small responses stay uncompressed.
         let res = unary(
@@ -749,12 +423,12 @@ async fn responses_are_gzipped_when_accepted_and_large() {
         )
         .await;
         assert_eq!(res.header("content-encoding"), None, "{case}: {res:#?}");
-        assert_eq!(res.ok().message, "small");
+        assert_eq!(res.ok_proto().message, "small");
 
         // Nothing accepted, nothing compressed.
         let res = unary(proxy.addr, http, &big, &[]).await;
         assert_eq!(res.header("content-encoding"), None, "{case}: {res:#?}");
-        assert_eq!(res.ok().payload.len(), 10_000);
+        assert_eq!(res.ok_proto().payload.len(), 10_000);
     }
 }
 
@@ -763,7 +437,7 @@ async fn unsupported_request_encoding_is_unimplemented() {
     let backend = spawn_backend().await;
     let proxy = spawn_proxy(&backend.url).await;
     for http in HTTP_VERSIONS {
-        let res = post(
+        let res = post_proto(
             proxy.addr,
             http,
             UNARY,
@@ -798,7 +472,7 @@ async fn gzip_bomb_and_oversized_body_are_resource_exhausted() {
     }
     .encode_to_vec();
     for http in HTTP_VERSIONS {
-        let res = post(
+        let res = post_proto(
             proxy.addr,
             http,
             UNARY,
@@ -807,7 +481,7 @@ async fn gzip_bomb_and_oversized_body_are_resource_exhausted() {
         )
         .await;
         res.error(429, "resource_exhausted", &format!("bomb over {http:?}"));
-        let res = post(proxy.addr, http, UNARY, too_big.clone(), &[]).await;
+        let res = post_proto(proxy.addr, http, UNARY, too_big.clone(), &[]).await;
         res.error(
             429,
             "resource_exhausted",
@@ -875,7 +549,7 @@ async fn stream_messages_over_the_limit_are_resource_exhausted() {
         ];
         for (what, path, body, encoding) in cases {
             let case = format!("{what} over {http:?}");
-            let s = stream_call(
+            let s = proto_stream(
                 proxy.addr,
                 http,
                 path,
@@ -909,7 +583,7 @@ async fn compressed_flag_without_encoding_is_an_error() {
         ),
     );
     for http in HTTP_VERSIONS {
-        let s = stream_call(proxy.addr, http, SERVER_STREAM, body.clone(), &[]).await;
+        let s = proto_stream(proxy.addr, http, SERVER_STREAM, body.clone(), &[]).await;
         assert!(s.messages.is_empty(), "{http:?}: {s:#?}");
         s.error("internal", &format!("{http:?}"));
     }
@@ -941,7 +615,7 @@ async fn get_round_trips_with_vary() {
                 &[("x-header-a", "h")],
             )
             .await;
-            let out = res.ok();
+            let out = res.ok_proto();
             assert_eq!(out.message, "get", "{case}");
             assert_eq!(out.payload, [0xfb, 0xff, 0xfe], "{case}");
             assert_eq!(res.header("x-header-a"), Some("h"), "{case}");
@@ -964,7 +638,10 @@ async fn get_round_trips_with_vary() {
         URL_SAFE_NO_PAD.encode(echo("order").encode_to_vec())
     );
     assert_eq!(
-        get(proxy.addr, Http::H2, &url, &[]).await.ok().message,
+        get(proxy.addr, Http::H2, &url, &[])
+            .await
+            .ok_proto()
+            .message,
         "order"
     );
     // §8.9: padded base64 (percent-encoded '=') is accepted as well.
@@ -974,7 +651,10 @@ async fn get_round_trips_with_vary() {
         padded.replace('=', "%3D")
     );
     assert_eq!(
-        get(proxy.addr, Http::H1, &url, &[]).await.ok().message,
+        get(proxy.addr, Http::H1, &url, &[])
+            .await
+            .ok_proto()
+            .message,
         "pad"
     );
 }
@@ -1060,7 +740,7 @@ async fn server_stream_delivers_messages_then_end_stream() {
             count: 3,
             ..echo("s")
         };
-        let s = stream_call(proxy.addr, http, SERVER_STREAM, frame(&req), &[]).await;
+        let s = proto_stream(proxy.addr, http, SERVER_STREAM, frame(&req), &[]).await;
         let messages = s.ok(&case);
         assert_eq!(
             messages.iter().map(|m| m.index).collect::<Vec<_>>(),
@@ -1076,7 +756,7 @@ async fn server_stream_delivers_messages_then_end_stream() {
         );
 
         // Trailers become end-stream metadata; headers stay headers.
-        let s = stream_call(
+        let s = proto_stream(
             proxy.addr,
             http,
             SERVER_STREAM,
@@ -1093,7 +773,7 @@ async fn server_stream_delivers_messages_then_end_stream() {
         );
 
         // Repeated and binary metadata: arrays of values, `-bin` values stay base64 (§3.7).
-        let s = stream_call(
+        let s = proto_stream(
             proxy.addr,
             http,
             SERVER_STREAM,
@@ -1113,7 +793,7 @@ async fn server_stream_delivers_messages_then_end_stream() {
         );
 
         // Zero messages is a valid stream.
-        let s = stream_call(proxy.addr, http, SERVER_STREAM, frame(&echo("none")), &[]).await;
+        let s = proto_stream(proxy.addr, http, SERVER_STREAM, frame(&echo("none")), &[]).await;
         assert!(s.ok(&case).is_empty());
         assert_eq!(s.end, json!({}));
     }
@@ -1132,7 +812,12 @@ async fn server_stream_messages_are_not_buffered() {
         };
         let mut client = Client::connect(proxy.addr, http).await;
         let reply = client
-            .send(stream_request(SERVER_STREAM, &[], full(frame(&req))))
+            .send(stream_request(
+                SERVER_STREAM,
+                CONNECT_PROTO,
+                &[],
+                full(frame(&req)),
+            ))
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{case}");
         let (status, headers) = (reply.status, reply.headers.clone());
@@ -1161,7 +846,7 @@ async fn stream_error_after_messages_is_in_the_end_stream() {
             count: 2,
             ..failing(Code::Unavailable, "overloaded", true)
         };
-        let s = stream_call(
+        let s = proto_stream(
             proxy.addr,
             http,
             SERVER_STREAM,
@@ -1193,7 +878,7 @@ async fn stream_error_before_any_message_is_http_200() {
             (Code::Internal, "internal"),
         ] {
             let case = format!("{code:?} over {http:?}");
-            let s = stream_call(
+            let s = proto_stream(
                 proxy.addr,
                 http,
                 SERVER_STREAM,
@@ -1219,8 +904,9 @@ async fn client_stream_joins_messages() {
         let case = format!("{http:?}");
         let mut client = Client::connect(proxy.addr, http).await;
         let (tx, body) = streaming_body();
-        let req = stream_request(CLIENT_STREAM, &[], body);
-        let call = tokio::spawn(async move { read_stream(client.send(req).await).await });
+        let req = stream_request(CLIENT_STREAM, CONNECT_PROTO, &[], body);
+        let call =
+            tokio::spawn(async move { read_stream::<EchoResponse>(client.send(req).await).await });
         for m in ["a", "b", "c"] {
             tx.send(frame(&EchoRequest {
                 payload: vec![1; 10],
@@ -1244,7 +930,7 @@ async fn bidi_over_http2_answers_each_message_as_it_arrives() {
     let proxy = spawn_proxy(&backend.url).await;
     let mut client = Client::connect(proxy.addr, Http::H2).await;
     let (tx, body) = streaming_body();
-    let req = stream_request(BIDI, &[("x-trailer-z", "end")], body);
+    let req = stream_request(BIDI, CONNECT_PROTO, &[("x-trailer-z", "end")], body);
     let head = tokio::spawn(async move {
         let reply = client.send(req).await;
         (client, reply)
@@ -1295,7 +981,7 @@ async fn compressed_request_envelopes() {
                 .encode_to_vec(),
             ),
         ));
-        let s = stream_call(
+        let s = proto_stream(
             proxy.addr,
             http,
             CLIENT_STREAM,
@@ -1308,7 +994,7 @@ async fn compressed_request_envelopes() {
         assert_eq!(messages[0].message, "zipped,plain,big", "{case}");
         assert_eq!(messages[0].payload.len(), 4000, "{case}");
 
-        let s = stream_call(
+        let s = proto_stream(
             proxy.addr,
             http,
             CLIENT_STREAM,
@@ -1349,7 +1035,7 @@ async fn malformed_request_envelopes_are_invalid_argument() {
     for http in HTTP_VERSIONS {
         for (what, body) in &cases {
             let case = format!("{what} over {http:?}");
-            let s = stream_call(proxy.addr, http, SERVER_STREAM, body.clone(), &[]).await;
+            let s = proto_stream(proxy.addr, http, SERVER_STREAM, body.clone(), &[]).await;
             s.error("invalid_argument", &case);
             assert!(s.messages.is_empty(), "{case}: {s:#?}");
         }
@@ -1367,7 +1053,7 @@ async fn stream_deadline_is_deadline_exceeded_in_the_end_stream() {
             delay_ms: 2000,
             ..echo("slow")
         };
-        let s = stream_call(
+        let s = proto_stream(
             proxy.addr,
             http,
             SERVER_STREAM,
@@ -1393,7 +1079,7 @@ async fn deadline_covers_the_whole_stream_not_just_its_head() {
             count: 3,
             ..echo(GATED)
         };
-        let s = stream_call(
+        let s = proto_stream(
             proxy.addr,
             http,
             SERVER_STREAM,
@@ -1427,7 +1113,12 @@ async fn caller_going_away_cancels_the_backend_stream() {
         };
         let mut client = Client::connect(proxy.addr, http).await;
         let reply = client
-            .send(stream_request(SERVER_STREAM, &[], full(frame(&req))))
+            .send(stream_request(
+                SERVER_STREAM,
+                CONNECT_PROTO,
+                &[],
+                full(frame(&req)),
+            ))
             .await;
         let mut envelopes = Envelopes::new(reply.body);
         let (flag, _) = envelopes.next().await.expect("first envelope");
@@ -1451,23 +1142,10 @@ async fn caller_going_away_cancels_the_backend_stream() {
 #[tokio::test]
 async fn call_without_route_is_404_unimplemented() {
     let backend = spawn_backend().await;
-    let yaml = format!(
-        r#"
-listeners:
-  - address: 127.0.0.1:0
-upstreams:
-  - name: backend
-    endpoints: ["{}"]
-routes:
-  - match: {{ method: {UNARY} }}
-    upstream: backend
-"#,
-        backend.url
-    );
-    let proxy = spawn_proxy_yaml(&yaml).await;
+    let proxy = spawn_proxy_yaml(&unary_only_yaml(&backend.url)).await;
     for http in HTTP_VERSIONS {
         let case = format!("{http:?}");
-        let res = post(proxy.addr, http, LOOKUP, echo("x").encode_to_vec(), &[]).await;
+        let res = post_proto(proxy.addr, http, LOOKUP, echo("x").encode_to_vec(), &[]).await;
         res.error(404, "unimplemented", &case);
         let res = get(
             proxy.addr,
@@ -1481,7 +1159,7 @@ routes:
         assert_eq!(
             unary(proxy.addr, http, &echo("routed"), &[])
                 .await
-                .ok()
+                .ok_proto()
                 .message,
             "routed"
         );
@@ -1537,7 +1215,7 @@ async fn unreachable_upstream_is_unavailable_and_named() {
             count: 1,
             ..echo("x")
         };
-        let s = stream_call(proxy.addr, http, SERVER_STREAM, frame(&req), &[]).await;
+        let s = proto_stream(proxy.addr, http, SERVER_STREAM, frame(&req), &[]).await;
         let error = s.error("unavailable", &case);
         assert!(
             error["message"]
@@ -1556,15 +1234,6 @@ async fn cors_preflight_and_exposed_trailer_headers() {
     let yaml =
         one_upstream_yaml(&backend.url, &[], &[]).replace("[\"*\"]", &format!("[\"{APP}\"]"));
     let proxy = spawn_proxy_yaml(&yaml).await;
-    let list = |headers: &HeaderMap, name: &str| -> Vec<String> {
-        headers
-            .get_all(name)
-            .iter()
-            .flat_map(|v| v.to_str().unwrap().split(','))
-            .map(|s| s.trim().to_ascii_lowercase())
-            .filter(|s| !s.is_empty())
-            .collect()
-    };
     for http in HTTP_VERSIONS {
         let case = format!("{http:?}");
         let calls_before = backend.state.calls.get();
@@ -1587,14 +1256,14 @@ async fn cors_preflight_and_exposed_trailer_headers() {
                 Some(APP),
                 "{case}"
             );
-            let allowed = list(&res.headers, "access-control-allow-headers");
+            let allowed = header_list(&res.headers, "access-control-allow-headers");
             for name in REQUESTED.split(',') {
                 assert!(
                     allowed.iter().any(|a| a == name || a == "*"),
                     "{case}: {name} not allowed by {allowed:?}"
                 );
             }
-            let methods = list(&res.headers, "access-control-allow-methods");
+            let methods = header_list(&res.headers, "access-control-allow-methods");
             assert!(
                 methods.iter().any(|m| m == &method.to_ascii_lowercase()),
                 "{case}"
@@ -1613,13 +1282,13 @@ async fn cors_preflight_and_exposed_trailer_headers() {
             &[("origin", APP), ("x-trailer-a", "t"), ("x-header-b", "h")],
         )
         .await;
-        assert_eq!(res.ok().message, "cors");
+        assert_eq!(res.ok_proto().message, "cors");
         assert_eq!(
             res.header("access-control-allow-origin"),
             Some(APP),
             "{case}"
         );
-        let exposed = list(&res.headers, "access-control-expose-headers");
+        let exposed = header_list(&res.headers, "access-control-expose-headers");
         for name in ["trailer-x-trailer-a", "x-header-b"] {
             assert!(
                 exposed.iter().any(|e| e == name),
@@ -1627,7 +1296,7 @@ async fn cors_preflight_and_exposed_trailer_headers() {
             );
         }
         // Errors made by the proxy carry CORS headers too.
-        let res = post(
+        let res = post_proto(
             proxy.addr,
             http,
             UNARY,

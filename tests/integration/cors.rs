@@ -47,17 +47,6 @@ async fn preflight(addr: SocketAddr, http: Http, origin: &str) -> Reply {
     Client::connect(addr, http).await.send(req).await
 }
 
-/// Every value of a comma-separated header, lower-cased, across repeated fields.
-fn list(headers: &HeaderMap, name: &str) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap().split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).map(|v| v.to_str().unwrap())
 }
@@ -75,7 +64,7 @@ fn assert_preflight_allows(reply: &Reply, allow_origin: &str, credentials: bool,
         Some(allow_origin),
         "{case}: {h:?}"
     );
-    let allowed = list(h, "access-control-allow-headers");
+    let allowed = header_list(h, "access-control-allow-headers");
     for wanted in REQUESTED.split(',') {
         let wildcard = !credentials && allowed.iter().any(|a| a == "*");
         assert!(
@@ -83,7 +72,7 @@ fn assert_preflight_allows(reply: &Reply, allow_origin: &str, credentials: bool,
             "{case}: {wanted} not allowed by {allowed:?}"
         );
     }
-    let methods = list(h, "access-control-allow-methods");
+    let methods = header_list(h, "access-control-allow-methods");
     assert!(
         methods.iter().any(|m| m == "post"),
         "{case}: methods {methods:?}"
@@ -94,9 +83,9 @@ fn assert_preflight_allows(reply: &Reply, allow_origin: &str, credentials: bool,
         "{case}: max_age 10m"
     );
     assert!(
-        list(h, "vary").iter().any(|v| v == "origin"),
+        header_list(h, "vary").iter().any(|v| v == "origin"),
         "{case}: vary {:?}",
-        list(h, "vary")
+        header_list(h, "vary")
     );
     if credentials {
         assert_eq!(
@@ -269,11 +258,13 @@ async fn actual_response_exposes_status_and_custom_headers() {
                 "{case}"
             );
             assert!(
-                list(&reply.headers, "vary").iter().any(|v| v == "origin"),
+                header_list(&reply.headers, "vary")
+                    .iter()
+                    .any(|v| v == "origin"),
                 "{case}: {:?}",
                 reply.headers
             );
-            let exposed = list(&reply.headers, "access-control-expose-headers");
+            let exposed = header_list(&reply.headers, "access-control-expose-headers");
             for name in [
                 "grpc-status",
                 "grpc-message",
@@ -304,7 +295,7 @@ async fn configured_expose_headers_are_always_exposed() {
     )
     .await;
     reply.assert_ok();
-    let exposed = list(&reply.headers, "access-control-expose-headers");
+    let exposed = header_list(&reply.headers, "access-control-expose-headers");
     for name in ["x-request-id", "x-trace-bin", "grpc-status"] {
         assert!(
             exposed.iter().any(|e| e == name),
@@ -333,6 +324,6 @@ async fn proxy_made_errors_carry_cors_headers() {
     .await;
     assert_eq!(reply.code(), tonic::Code::Unavailable, "{reply:#?}");
     assert_eq!(reply.header("access-control-allow-origin"), Some(APP));
-    let exposed = list(&reply.headers, "access-control-expose-headers");
+    let exposed = header_list(&reply.headers, "access-control-expose-headers");
     assert!(exposed.iter().any(|e| e == "grpc-status"), "{exposed:?}");
 }

@@ -10,20 +10,18 @@
 //! the Debian `chromium` package; without them they fail, unless `SWITCHBOARD_SKIP_INTEROP=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead as _, BufReader, Read, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
 use http::{Method, Request, StatusCode};
 use prost::Message as _;
 use serde_json::{json, Value};
 use tonic::Code;
 
 use crate::support::client::{empty, full};
-use crate::support::process::run;
+use crate::support::process::{may_run, node_missing, run, Spawned};
 use crate::support::wire::frame_with_flag;
 use crate::support::*;
 
@@ -50,12 +48,13 @@ async fn spawn_demo() -> switchboard::demo::Demo {
 }
 
 fn post(path: &str, content_type: &str, body: impl Into<Bytes>) -> Request<client::ReqBody> {
-    Request::builder()
-        .method(Method::POST)
-        .uri(path)
-        .header(CONTENT_TYPE, content_type)
-        .body(full(body.into()))
-        .unwrap()
+    request(
+        Method::POST,
+        path,
+        Some(content_type),
+        &[],
+        full(body.into()),
+    )
 }
 
 async fn json_body(reply: client::Reply) -> Value {
@@ -228,26 +227,12 @@ async fn proto_protocols_reach_the_service() {
 
 #[test]
 fn demo_command_prints_its_url_and_stops_on_ctrl_c() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
         .args(["demo", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start switchboard");
-    let pid = child.id();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(GUARD).unwrap_or_else(|_| {
-        let _ = child.kill();
-        panic!("switchboard demo printed no line within {GUARD:?}");
-    });
+        .env("RUST_LOG", "warn");
+    let mut child = Spawned::start("switchboard demo", command);
+    let line = child.first_line(GUARD);
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -270,57 +255,16 @@ fn demo_command_prints_its_url_and_stops_on_ctrl_c() {
     assert_eq!(status, StatusCode::OK, "GET {url}");
 
     // Ctrl-C (SIGINT) stops it cleanly.
-    let sent = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .expect("cannot run kill");
-    assert!(sent.success());
-    let deadline = Instant::now() + GUARD;
-    let exit = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("switchboard demo did not stop within {GUARD:?} of SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    child.signal("INT");
+    let (exit, stderr) = child.wait_exit(GUARD);
     assert!(exit.success(), "exit {exit}; stderr:\n{stderr}");
 }
 
 // --- Node: the page's build and the browser ----------------------------------------------------
 
-/// True when everything is there; false (skip) when something is missing and
-/// SWITCHBOARD_SKIP_INTEROP=1; panics when something is missing otherwise.
+/// True when node and every `needed` path are there (see [`may_run`]).
 fn prerequisites(what: &str, needed: &[(&Path, &str)]) -> bool {
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let problem = if node_ok {
-        needed
-            .iter()
-            .find(|(path, _)| !path.exists())
-            .map(|(path, problem)| format!("{problem} ({} is missing)", path.display()))
-    } else {
-        Some("`node` is not on PATH".to_owned())
-    };
-    let Some(problem) = problem else {
-        return true;
-    };
-    if std::env::var_os("SWITCHBOARD_SKIP_INTEROP").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED {what}: {problem} (SWITCHBOARD_SKIP_INTEROP=1)");
-        return false;
-    }
-    panic!(
-        "{problem}. Run scripts/test.sh (it installs what the tests need, then runs every test), \
-         or set SWITCHBOARD_SKIP_INTEROP=1 to skip the tests that need Node"
-    );
+    may_run(what, node_missing(needed))
 }
 
 /// Every file under `dir`, as paths relative to it, sorted.
@@ -466,18 +410,7 @@ async fn browser_clicks_through_every_panel_in_every_protocol() {
     })
     .await
     .expect("runner thread panicked");
-    // Printed past the test harness's capture, so the PASS lines show in every test log.
-    let report = format!(
-        "---- browser tests/browser/demo.mjs ----\n{}{}{}---- end of demo.mjs ----\n",
-        out.stdout,
-        if out.stderr.is_empty() {
-            ""
-        } else {
-            "stderr:\n"
-        },
-        out.stderr,
-    );
-    let _ = std::io::stderr().write_all(report.as_bytes());
+    out.show("browser tests/browser/demo.mjs", "demo.mjs");
     assert!(
         out.success,
         "demo.mjs failed ({}); its output is above",

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
-use http::{Method, Request, StatusCode};
+use http::{Method, StatusCode};
 use prost::Message as _;
 use tonic::Code;
 use tonic_types::StatusExt as _;
@@ -15,19 +15,6 @@ use crate::support::client::full;
 use crate::support::fake::{spawn_non_grpc_upstream, FAKE_BODY, FAKE_STATUS_HEADER};
 use crate::support::wire::parse_grpc_timeout;
 use crate::support::*;
-
-const UNICODE_MESSAGE: &str = "caf\u{e9} 100% \u{1F608}";
-
-fn failing(code: Code, message: &str, with_details: bool) -> EchoRequest {
-    EchoRequest {
-        error: Some(ErrorSpec {
-            code: code as i32,
-            message: message.to_owned(),
-            with_details,
-        }),
-        ..echo("boom")
-    }
-}
 
 /// After a failure, the proxy must still serve an ordinary call.
 async fn assert_still_serves(addr: SocketAddr) {
@@ -39,12 +26,13 @@ async fn assert_still_serves(addr: SocketAddr) {
 
 /// Sends a raw gRPC-Web body (already encoded for `content_type`).
 async fn raw_call(addr: SocketAddr, http: Http, content_type: &str, body: &[u8]) -> WebReply {
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri(UNARY)
-        .header("content-type", content_type)
-        .body(full(body.to_vec()))
-        .unwrap();
+    let req = request(
+        Method::POST,
+        UNARY,
+        Some(content_type),
+        &[],
+        full(body.to_vec()),
+    );
     Client::connect(addr, http)
         .await
         .send(req)
@@ -68,20 +56,7 @@ fn assert_code(reply: &WebReply, code: Code, case: &str) {
 #[tokio::test]
 async fn call_without_route_is_unimplemented() {
     let backend = spawn_backend().await;
-    let yaml = format!(
-        r#"
-listeners:
-  - address: 127.0.0.1:0
-upstreams:
-  - name: backend
-    endpoints: ["{}"]
-routes:
-  - match: {{ method: {UNARY} }}
-    upstream: backend
-"#,
-        backend.url
-    );
-    let proxy = spawn_proxy_yaml(&yaml).await;
+    let proxy = spawn_proxy_yaml(&unary_only_yaml(&backend.url)).await;
     for ct in PROTO_CONTENT_TYPES {
         let reply = web_call(proxy.addr, Http::H1, ct, LOOKUP, &echo("x"), &[]).await;
         assert_code(&reply, Code::Unimplemented, ct);
@@ -92,10 +67,7 @@ routes:
 
 #[tokio::test]
 async fn unreachable_upstream_is_unavailable_and_named() {
-    let yaml = one_upstream_yaml(&format!("http://{}", closed_port()), &[], &[])
-        .replace("name: backend", "name: closed-backend")
-        .replace("upstream: backend", "upstream: closed-backend");
-    let proxy = spawn_proxy_yaml(&yaml).await;
+    let proxy = spawn_proxy_yaml(&closed_upstream_yaml()).await;
     for http in HTTP_VERSIONS {
         for ct in PROTO_CONTENT_TYPES {
             let case = format!("{ct} over {http:?}");

@@ -13,9 +13,6 @@ use crate::support::backend::spawn_backend_with;
 use crate::support::pb::test_service_client::TestServiceClient;
 use crate::support::*;
 
-/// The message that must survive every hop: non-ASCII, non-BMP and a literal '%'.
-const UNICODE_MESSAGE: &str = "caf\u{e9} 100% \u{1F608}";
-
 async fn client(url: &str) -> TestServiceClient<Channel> {
     guard(
         "connect tonic client",
@@ -36,17 +33,6 @@ fn with_metadata<T>(msg: T) -> tonic::Request<T> {
     req
 }
 
-fn failing(code: Code, message: &str, with_details: bool) -> EchoRequest {
-    EchoRequest {
-        error: Some(ErrorSpec {
-            code: code as i32,
-            message: message.to_owned(),
-            with_details,
-        }),
-        ..echo("boom")
-    }
-}
-
 /// Checks the BadRequest detail the backend attaches.
 fn assert_bad_request(status: &tonic::Status) {
     let bad = status
@@ -55,6 +41,33 @@ fn assert_bad_request(status: &tonic::Status) {
     assert_eq!(bad.field_violations.len(), 1, "{bad:?}");
     assert_eq!(bad.field_violations[0].field, "message");
     assert_eq!(bad.field_violations[0].description, "must not be empty");
+}
+
+/// Opens a gated server stream at `url` (the backend or the proxy in front of it), reads
+/// its first message, then drops it: the stream's reset must reach `backend` as a
+/// cancellation, or the test fails with `failure`.
+async fn assert_cancel_reaches(backend: &Backend, url: &str, failure: &str) {
+    let mut c = client(url).await;
+    let req = EchoRequest {
+        count: 100,
+        ..echo(GATED)
+    };
+    let mut stream = guard("server stream", c.server_stream(req))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = guard("first message", stream.message()).await.unwrap();
+    assert_eq!(first.unwrap().index, 0);
+    // Dropping the stream resets it (RST_STREAM CANCEL) on its connection.
+    drop(stream);
+    assert!(
+        backend
+            .state
+            .cancellations
+            .reaches(1, Duration::from_secs(5))
+            .await,
+        "{failure}"
+    );
 }
 
 #[tokio::test]
@@ -107,26 +120,12 @@ async fn backend_direct() {
 #[tokio::test]
 async fn backend_direct_records_stream_cancellation() {
     let backend = spawn_backend().await;
-    let mut c = client(&backend.url).await;
-    let mut stream = c
-        .server_stream(EchoRequest {
-            count: 100,
-            ..echo(GATED)
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let first = guard("first message", stream.message()).await.unwrap();
-    assert_eq!(first.unwrap().index, 0);
-    drop(stream);
-    assert!(
-        backend
-            .state
-            .cancellations
-            .reaches(1, Duration::from_secs(5))
-            .await,
-        "the backend did not see the cancellation"
-    );
+    assert_cancel_reaches(
+        &backend,
+        &backend.url,
+        "the backend did not see the cancellation",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -280,46 +279,18 @@ async fn native_client_deadline_is_enforced_by_the_proxy() {
 async fn native_stream_cancel_reaches_the_backend() {
     let backend = spawn_backend().await;
     let proxy = spawn_proxy(&backend.url).await;
-    let mut c = client(&proxy.url).await;
-    let req = EchoRequest {
-        count: 100,
-        ..echo(GATED)
-    };
-    let mut stream = guard("server stream", c.server_stream(req))
-        .await
-        .unwrap()
-        .into_inner();
-    let first = guard("first message", stream.message()).await.unwrap();
-    assert_eq!(first.unwrap().index, 0);
-    // Dropping the stream resets it (RST_STREAM CANCEL) on the proxy's connection.
-    drop(stream);
-    assert!(
-        backend
-            .state
-            .cancellations
-            .reaches(1, Duration::from_secs(5))
-            .await,
-        "the proxy did not cancel the upstream stream"
-    );
+    assert_cancel_reaches(
+        &backend,
+        &proxy.url,
+        "the proxy did not cancel the upstream stream",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn native_call_without_route_is_unimplemented() {
     let backend = spawn_backend().await;
-    let yaml = format!(
-        r#"
-listeners:
-  - address: 127.0.0.1:0
-upstreams:
-  - name: backend
-    endpoints: ["{}"]
-routes:
-  - match: {{ method: {UNARY} }}
-    upstream: backend
-"#,
-        backend.url
-    );
-    let proxy = spawn_proxy_yaml(&yaml).await;
+    let proxy = spawn_proxy_yaml(&unary_only_yaml(&backend.url)).await;
     let mut c = client(&proxy.url).await;
     assert_eq!(
         c.unary(echo("routed")).await.unwrap().get_ref().message,

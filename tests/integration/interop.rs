@@ -11,15 +11,11 @@
 //! Without `tests/interop/node_modules` these tests fail, unless `SWITCHBOARD_SKIP_INTEROP=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support;
-
-/// The FileDescriptorSet of proto/switchboard/testing/v1/testing.proto.
-const DESCRIPTOR: &str = concat!(env!("OUT_DIR"), "/testing_descriptor.bin");
+use crate::support::backend::TESTING_DESCRIPTOR;
+use crate::support::process::{interop_dir, may_run, node_missing};
 /// A whole script; every case inside has its own, shorter limit.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -55,12 +51,6 @@ async fn connect_node_json_clients() {
     drop(backend);
 }
 
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("interop")
-}
-
 /// Starts the backend and the proxy, runs `node tests/interop/SCRIPT`, asserts it passed.
 async fn run_against_proxy(script: &str) {
     if !prerequisites_present() {
@@ -81,7 +71,7 @@ async fn run_script(script: &str, url: &str, extra: &[&str]) {
         "--url".to_owned(),
         url.trim_end_matches('/').to_owned(),
         "--descriptor".to_owned(),
-        DESCRIPTOR.to_owned(),
+        TESTING_DESCRIPTOR.to_owned(),
     ];
     args.extend(extra.iter().map(|a| (*a).to_owned()));
     let out = tokio::task::spawn_blocking(move || {
@@ -89,18 +79,7 @@ async fn run_script(script: &str, url: &str, extra: &[&str]) {
     })
     .await
     .expect("runner thread panicked");
-    // Printed past the test harness's capture, so the PASS lines show in every test log.
-    let report = format!(
-        "---- interop {script} ----\n{}{}{}---- end of {script} ----\n",
-        out.stdout,
-        if out.stderr.is_empty() {
-            ""
-        } else {
-            "stderr:\n"
-        },
-        out.stderr,
-    );
-    let _ = std::io::stderr().write_all(report.as_bytes());
+    out.show(&format!("interop {script}"), script);
     assert!(
         out.success,
         "{script} failed ({}); its output is above",
@@ -112,36 +91,18 @@ async fn run_script(script: &str, url: &str, extra: &[&str]) {
     );
 }
 
-/// True when node and the npm packages are there; false (skip) when they are missing and
-/// SWITCHBOARD_SKIP_INTEROP=1; panics when they are missing otherwise.
+/// True when node and the npm packages are there (see [`may_run`]).
 fn prerequisites_present() -> bool {
-    let dir = interop_dir();
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let problem = if !node_ok {
-        "`node` is not on PATH".to_owned()
-    } else if !dir
-        .join("node_modules/@connectrpc/connect-node/package.json")
-        .is_file()
-        || !dir.join("node_modules/.bin/buf").exists()
-    {
-        format!(
-            "the interop clients are not installed in {}/node_modules",
-            dir.display()
-        )
-    } else {
-        return true;
-    };
-    if std::env::var_os("SWITCHBOARD_SKIP_INTEROP").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED interop test: {problem} (SWITCHBOARD_SKIP_INTEROP=1)");
-        return false;
-    }
-    panic!(
-        "{problem}. Run scripts/test.sh (it installs them with npm ci, then runs every test), \
-         or set SWITCHBOARD_SKIP_INTEROP=1 to skip the interop tests"
-    );
+    let modules = interop_dir().join("node_modules");
+    let missing = node_missing(&[
+        (
+            &modules.join("@connectrpc/connect-node/package.json"),
+            "the interop clients are not installed",
+        ),
+        (
+            &modules.join(".bin/buf"),
+            "the interop clients are not installed",
+        ),
+    ]);
+    may_run("interop test", missing)
 }

@@ -4,29 +4,21 @@
 //! the backend's server reflection (v1, v1alpha fallback), plus passthrough and the errors.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
+use http::{Method, StatusCode};
 use prost::Message as _;
 use serde_json::{json, Value};
 
 use crate::support::backend::{
     spawn_backend_with_reflection, Reflection, ReflectionVersion, TESTING_DESCRIPTOR,
 };
-use crate::support::client::{empty, full, ReqBody};
-use crate::support::wire::{frame_with_flag, split_frame};
+use crate::support::client::full;
+use crate::support::connect::*;
+use crate::support::wire::frame_with_flag;
 use crate::support::*;
 
-const JSON: &str = "application/json";
-const CONNECT_JSON: &str = "application/connect+json";
-const PROTO: &str = "application/proto";
-const END_STREAM: u8 = 0x02;
 /// A method the test service does not have.
 const NOPE: &str = "/switchboard.testing.v1.TestService/Nope";
 /// Descriptors of `switchboard.testing.v1.TypesService` only (not TestService).
@@ -47,128 +39,10 @@ fn descriptors() -> String {
 
 // --- Requests and answers ------------------------------------------------------------------
 
-fn request(
-    method: Method,
-    path: &str,
-    content_type: Option<&str>,
-    headers: &[(&str, &str)],
-    body: ReqBody,
-) -> Request<ReqBody> {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(ct) = content_type {
-        req = req.header("content-type", ct);
-    }
-    let mut req = req.body(body).unwrap();
-    for (name, value) in headers {
-        req.headers_mut().append(
-            HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            HeaderValue::from_str(value).unwrap(),
-        );
-    }
-    req
-}
-
-/// A whole unary response.
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// Asserts a 200 `application/json` answer and parses it (gunzipping a gzip body).
-    fn ok(&self, case: &str) -> Value {
-        assert_eq!(
-            self.status,
-            StatusCode::OK,
-            "{case}: {}: {self:#?}",
-            self.text()
-        );
-        assert_eq!(self.header("content-type"), Some(JSON), "{case}: {self:#?}");
-        let body = match self.header("content-encoding") {
-            None | Some("identity") => self.body.to_vec(),
-            Some("gzip") => gunzip(&self.body),
-            Some(other) => panic!("{case}: unexpected content-encoding {other}"),
-        };
-        serde_json::from_slice(&body)
-            .unwrap_or_else(|e| panic!("{case}: not JSON ({e}): {}", self.text()))
-    }
-
-    /// Asserts a Connect error with this HTTP status and code; returns the error JSON.
-    fn error(&self, http: u16, code: &str, case: &str) -> Value {
-        assert_eq!(
-            self.status.as_u16(),
-            http,
-            "{case}: {}: {self:#?}",
-            self.text()
-        );
-        assert_eq!(self.header("content-type"), Some(JSON), "{case}: {self:#?}");
-        let json: Value = serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{case}: error body is not JSON ({e}): {}", self.text()));
-        assert_eq!(json["code"], code, "{case}: {json}");
-        json
-    }
-}
-
-async fn send(addr: SocketAddr, http: Http, req: Request<ReqBody>) -> Answer {
-    let mut client = Client::connect(addr, http).await;
-    let reply = client.send(req).await;
-    let (status, headers) = (reply.status, reply.headers.clone());
-    Answer {
-        status,
-        headers,
-        body: reply.bytes().await,
-    }
-}
-
-/// A Connect unary POST of `body` as `application/json`.
-async fn post_json(
-    addr: SocketAddr,
-    http: Http,
-    path: &str,
-    body: &str,
-    headers: &[(&str, &str)],
-) -> Answer {
-    let mut all = vec![("connect-protocol-version", "1")];
-    all.extend_from_slice(headers);
-    let req = request(
-        Method::POST,
-        path,
-        Some(JSON),
-        &all,
-        full(body.as_bytes().to_vec()),
-    );
-    send(addr, http, req).await
-}
-
-async fn get(addr: SocketAddr, http: Http, path_and_query: &str) -> Answer {
-    send(
-        addr,
-        http,
-        request(Method::GET, path_and_query, None, &[], empty()),
-    )
-    .await
-}
-
-/// The URL of a Connect GET carrying `json` percent-encoded.
-fn get_json_url(path: &str, json: &str) -> String {
-    let message = percent_encoding::utf8_percent_encode(json, percent_encoding::NON_ALPHANUMERIC);
-    format!("{path}?connect=v1&encoding=json&message={message}")
-}
-
 /// Asserts that proto and JSON callers are both still served.
 async fn assert_still_serves(addr: SocketAddr) {
     let res = post_json(addr, Http::H1, UNARY, r#"{"message":"still here"}"#, &[]).await;
-    assert_eq!(res.ok("JSON after an error")["message"], "still here");
+    assert_eq!(res.ok_json("JSON after an error")["message"], "still here");
     let req = request(
         Method::POST,
         UNARY,
@@ -184,198 +58,15 @@ async fn assert_still_serves(addr: SocketAddr) {
     );
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(data).unwrap();
-    enc.finish().unwrap()
-}
-
-fn gunzip(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(data)
-        .read_to_end(&mut out)
-        .unwrap_or_else(|e| panic!("not gzip ({e})"));
-    out
-}
-
 /// The content type the backend saw on its most recent call.
 fn backend_content_type(backend: &Backend) -> String {
     let headers = backend.state.last_headers();
     headers["content-type"].to_str().unwrap().to_owned()
 }
 
-/// Checks the detail the backend attaches: `google.rpc.BadRequest` as base64 protobuf
-/// (details stay protobuf in Connect JSON, PROTOCOLS.md §6).
-fn assert_bad_request_detail(error: &Value, case: &str) {
-    let details = error["details"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{case}: no details in {error}"));
-    assert_eq!(details.len(), 1, "{case}: {error}");
-    assert_eq!(
-        details[0]["type"], "google.rpc.BadRequest",
-        "{case}: {error}"
-    );
-    let value = details[0]["value"].as_str().unwrap();
-    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(value.trim_end_matches('='))
-        .unwrap_or_else(|e| panic!("{case}: value is not base64 ({e}): {value}"));
-    let detail = tonic_types::pb::BadRequest::decode(&bytes[..])
-        .unwrap_or_else(|e| panic!("{case}: value is not a BadRequest ({e})"));
-    assert_eq!(detail.field_violations.len(), 1, "{case}: {detail:?}");
-    assert_eq!(detail.field_violations[0].field, "message", "{case}");
-    assert_eq!(
-        detail.field_violations[0].description, "must not be empty",
-        "{case}"
-    );
-}
-
-// --- Streams -------------------------------------------------------------------------------
-
-/// A JSON envelope.
-fn envelope(json: &str) -> Bytes {
-    frame_with_flag(0, json.as_bytes())
-}
-
-/// A streaming response read one envelope at a time.
-struct Envelopes {
-    body: Option<Incoming>,
-    buf: Vec<u8>,
-}
-
-impl Envelopes {
-    fn new(body: Incoming) -> Envelopes {
-        Envelopes {
-            body: Some(body),
-            buf: Vec::new(),
-        }
-    }
-
-    /// The next whole envelope (flags, payload); None at the end of the body.
-    async fn next(&mut self) -> Option<(u8, Bytes)> {
-        loop {
-            if let Some((flag, payload, rest)) = split_frame(&self.buf) {
-                let out = (flag, Bytes::copy_from_slice(payload));
-                self.buf = rest.to_vec();
-                return Some(out);
-            }
-            let body = self.body.as_mut()?;
-            match guard("next response envelope", body.frame()).await {
-                None => {
-                    self.body = None;
-                    assert!(self.buf.is_empty(), "body ends inside an envelope");
-                    return None;
-                }
-                Some(Err(e)) => panic!("response body failed: {e:?}"),
-                Some(Ok(f)) => {
-                    if let Ok(data) = f.into_data() {
-                        self.buf.extend_from_slice(&data);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A whole Connect JSON stream: message envelopes, then the end-stream message.
-#[derive(Debug)]
-struct Streamed {
-    status: StatusCode,
-    headers: HeaderMap,
-    messages: Vec<Value>,
-    end: Value,
-}
-
-impl Streamed {
-    fn assert_shape(&self, case: &str) {
-        assert_eq!(self.status, StatusCode::OK, "{case}: {self:#?}");
-        assert_eq!(
-            self.headers
-                .get("content-type")
-                .map(|v| v.to_str().unwrap()),
-            Some(CONNECT_JSON),
-            "{case}: {self:#?}"
-        );
-    }
-
-    fn ok(&self, case: &str) -> &[Value] {
-        self.assert_shape(case);
-        assert!(
-            self.end.get("error").is_none(),
-            "{case}: unexpected error {}",
-            self.end
-        );
-        &self.messages
-    }
-
-    fn error(&self, code: &str, case: &str) -> &Value {
-        self.assert_shape(case);
-        let error = &self.end["error"];
-        assert_eq!(error["code"], code, "{case}: end-stream {}", self.end);
-        error
-    }
-}
-
-fn parse_json(payload: &[u8], what: &str) -> Value {
-    serde_json::from_slice(payload).unwrap_or_else(|e| {
-        panic!(
-            "{what} is not JSON ({e}): {:?}",
-            String::from_utf8_lossy(payload)
-        )
-    })
-}
-
-async fn finish_stream(
-    status: StatusCode,
-    headers: HeaderMap,
-    envelopes: &mut Envelopes,
-    mut messages: Vec<Value>,
-) -> Streamed {
-    let mut end = None;
-    while let Some((flag, payload)) = envelopes.next().await {
-        assert!(end.is_none(), "envelope after the end-stream message");
-        match flag {
-            0x00 => messages.push(parse_json(&payload, "a message envelope")),
-            END_STREAM => end = Some(parse_json(&payload, "the end-stream message")),
-            other => panic!("unexpected envelope flag {other:#04x}"),
-        }
-    }
-    let end = end.unwrap_or_else(|| panic!("no end-stream message ({messages:?})"));
-    Streamed {
-        status,
-        headers,
-        messages,
-        end,
-    }
-}
-
-fn stream_request(path: &str, body: ReqBody) -> Request<ReqBody> {
-    request(
-        Method::POST,
-        path,
-        Some(CONNECT_JSON),
-        &[("connect-protocol-version", "1")],
-        body,
-    )
-}
-
-/// One Connect JSON streaming call with a complete request body of `messages`.
-async fn stream_call(addr: SocketAddr, http: Http, path: &str, messages: &[&str]) -> Streamed {
-    let mut body = Vec::new();
-    for m in messages {
-        body.extend_from_slice(&envelope(m));
-    }
-    let mut client = Client::connect(addr, http).await;
-    let reply = client.send(stream_request(path, full(body))).await;
-    let mut envelopes = Envelopes::new(reply.body);
-    finish_stream(reply.status, reply.headers, &mut envelopes, Vec::new()).await
-}
-
 /// One gRPC-Web JSON call: `messages` as frames.
 async fn web_json(addr: SocketAddr, http: Http, path: &str, messages: &[&str]) -> WebReply {
-    let mut body = Vec::new();
-    for m in messages {
-        body.extend_from_slice(&envelope(m));
-    }
+    let body: Vec<u8> = messages.iter().flat_map(|m| json_envelope(m)).collect();
     let mut client = Client::connect(addr, http).await;
     client
         .send(web_request(path, GRPC_WEB_JSON, &body))
@@ -421,7 +112,7 @@ async fn unary_json_is_transcoded_with_a_descriptor_file() {
         .await;
         // Canonical ProtoJSON: bytes as padded base64, default values (index 0) left out.
         assert_eq!(
-            res.ok(&case),
+            res.ok_json(&case),
             json!({"message": "hi", "payload": "eHh4"}),
             "{case}"
         );
@@ -440,7 +131,7 @@ async fn unary_json_is_transcoded_with_a_descriptor_file() {
             &[("connect-timeout-ms", "5000"), ("x-tag", "a")],
         )
         .await;
-        let body = res.ok(&case);
+        let body = res.ok_json(&case);
         assert_eq!(body["message"], "camel", "{case}: {body}");
         let timeout = body["grpcTimeout"].as_str().unwrap_or_else(|| {
             panic!("{case}: no grpcTimeout in {body}");
@@ -462,14 +153,14 @@ async fn unary_json_is_transcoded_with_a_descriptor_file() {
         )
         .await;
         assert_eq!(
-            res.ok(&case),
+            res.ok_json(&case),
             json!({"message": "snake", "payload": "AAEC/f7/"}),
             "{case}"
         );
 
         // Everything default is `{}` both ways.
         let res = post_json(proxy.addr, http, UNARY, "{}", &[]).await;
-        assert_eq!(res.ok(&case), json!({}), "{case}");
+        assert_eq!(res.ok_json(&case), json!({}), "{case}");
     }
 }
 
@@ -518,7 +209,7 @@ async fn gzip_json_requests_and_large_json_responses() {
             full(body),
         );
         let res = send(proxy.addr, http, req).await;
-        assert_eq!(res.ok(&case), json!({"message": "zipped"}), "{case}");
+        assert_eq!(res.ok_json(&case), json!({"message": "zipped"}), "{case}");
 
         // 1 MiB down: 1.3 MiB of base64 in JSON, within the default 4 MiB limit; gzipped
         // when the caller accepts it.
@@ -527,7 +218,7 @@ async fn gzip_json_requests_and_large_json_responses() {
             let headers: Vec<(&str, &str)> =
                 accept.map(|a| ("accept-encoding", a)).into_iter().collect();
             let res = post_json(proxy.addr, http, UNARY, req, &headers).await;
-            let body = res.ok(&case);
+            let body = res.ok_json(&case);
             assert_eq!(res.header("content-encoding"), accept, "{case}: {accept:?}");
             let payload = base64::engine::general_purpose::STANDARD
                 .decode(body["payload"].as_str().unwrap())
@@ -576,7 +267,7 @@ async fn json_messages_over_the_limit_are_resource_exhausted() {
         &[],
     )
     .await;
-    let body = res.ok("a response within the limit");
+    let body = res.ok_json("a response within the limit");
     assert_eq!(body["payload"].as_str().unwrap().len(), 40_000);
     assert_still_serves(proxy.addr).await;
 }
@@ -594,7 +285,7 @@ async fn json_round_trip(proxy: &Proxy, http: Http, case: &str) {
     )
     .await;
     assert_eq!(
-        res.ok(case),
+        res.ok_json(case),
         json!({"message": "reflected", "payload": "eHg="}),
         "{case}"
     );
@@ -624,7 +315,7 @@ async fn reflection_v1_supplies_the_schema_and_is_cached() {
 
     // Cached: more JSON calls (every shape) and proto calls ask nothing more.
     json_round_trip(&proxy, Http::H2, "second call").await;
-    let s = stream_call(
+    let s = json_stream(
         proxy.addr,
         Http::H2,
         SERVER_STREAM,
@@ -672,14 +363,16 @@ async fn reflection_falls_back_to_v1alpha() {
     let res = get(
         proxy.addr,
         Http::H1,
-        &get_json_url(LOOKUP, r#"{"message":"g"}"#),
+        &get_json_query(LOOKUP, r#"{"message":"g"}"#),
+        &[],
     )
     .await;
-    assert_eq!(res.ok("GET Lookup"), json!({"message": "g"}));
+    assert_eq!(res.ok_json("GET Lookup"), json!({"message": "g"}));
     let res = get(
         proxy.addr,
         Http::H1,
-        &get_json_url(UNARY, r#"{"message":"g"}"#),
+        &get_json_query(UNARY, r#"{"message":"g"}"#),
+        &[],
     )
     .await;
     assert_eq!(res.status, StatusCode::METHOD_NOT_ALLOWED, "{}", res.text());
@@ -717,7 +410,7 @@ async fn missing_reflection_is_unavailable_and_proto_calls_still_work() {
             "{case}: the message must say what failed and where: {message}"
         );
 
-        let s = stream_call(proxy.addr, http, SERVER_STREAM, &[r#"{"count":1}"#]).await;
+        let s = json_stream(proxy.addr, http, SERVER_STREAM, &[r#"{"count":1}"#]).await;
         assert!(s.messages.is_empty(), "{case}");
         let error = s.error("unavailable", &case);
         assert!(
@@ -814,7 +507,7 @@ routes:
     )
     .await;
     assert_eq!(
-        res.ok("TestService route"),
+        res.ok_json("TestService route"),
         json!({"message": "routed", "payload": "eA=="})
     );
     assert_eq!(backend_content_type(&backend), "application/grpc");
@@ -843,9 +536,9 @@ async fn get_with_json_encoding_and_405_for_side_effects() {
     let json = r#"{"message":"café 100% 😈","responseSize":2}"#;
     for http in HTTP_VERSIONS {
         let case = format!("{http:?}");
-        let res = get(proxy.addr, http, &get_json_url(LOOKUP, json)).await;
+        let res = get(proxy.addr, http, &get_json_query(LOOKUP, json), &[]).await;
         assert_eq!(
-            res.ok(&case),
+            res.ok_json(&case),
             json!({"message": "café 100% 😈", "payload": "eHg="}),
             "{case}"
         );
@@ -861,19 +554,19 @@ async fn get_with_json_encoding_and_405_for_side_effects() {
             "{LOOKUP}?connect=v1&encoding=json&base64=1&message={}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
         );
-        let res = get(proxy.addr, http, &url).await;
-        assert_eq!(res.ok(&case)["message"], "café 100% 😈", "{case}");
+        let res = get(proxy.addr, http, &url, &[]).await;
+        assert_eq!(res.ok_json(&case)["message"], "café 100% 😈", "{case}");
         // And gzipped.
         let url = format!(
             "{LOOKUP}?connect=v1&encoding=json&base64=1&compression=gzip&message={}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(gzip(json.as_bytes()))
         );
-        let res = get(proxy.addr, http, &url).await;
-        assert_eq!(res.ok(&case)["message"], "café 100% 😈", "{case}");
+        let res = get(proxy.addr, http, &url, &[]).await;
+        assert_eq!(res.ok_json(&case)["message"], "café 100% 😈", "{case}");
 
         // Unary has side effects: GET is refused, whatever the encoding, before any call.
         let calls = backend.state.calls.get();
-        let res = get(proxy.addr, http, &get_json_url(UNARY, json)).await;
+        let res = get(proxy.addr, http, &get_json_query(UNARY, json), &[]).await;
         assert_eq!(
             res.status,
             StatusCode::METHOD_NOT_ALLOWED,
@@ -889,7 +582,7 @@ async fn get_with_json_encoding_and_405_for_side_effects() {
             "{UNARY}?connect=v1&encoding=proto&base64=1&message={}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(echo("p").encode_to_vec())
         );
-        let res = get(proxy.addr, http, &url).await;
+        let res = get(proxy.addr, http, &url, &[]).await;
         assert_eq!(
             res.status,
             StatusCode::METHOD_NOT_ALLOWED,
@@ -905,7 +598,8 @@ async fn get_with_json_encoding_and_405_for_side_effects() {
         let res = get(
             proxy.addr,
             http,
-            &get_json_url(LOOKUP, r#"{"count":"abc"}"#),
+            &get_json_query(LOOKUP, r#"{"count":"abc"}"#),
+            &[],
         )
         .await;
         let error = res.error(400, "invalid_argument", &case);
@@ -928,7 +622,7 @@ async fn server_stream_of_json_envelopes() {
     let proxy = proxy_with_json(&backend.url, &descriptors()).await;
     for http in HTTP_VERSIONS {
         let case = format!("{http:?}");
-        let s = stream_call(
+        let s = json_stream(
             proxy.addr,
             http,
             SERVER_STREAM,
@@ -961,8 +655,7 @@ async fn server_stream_of_json_envelopes() {
         );
         let mut client = Client::connect(proxy.addr, http).await;
         let reply = client.send(req).await;
-        let mut envelopes = Envelopes::new(reply.body);
-        let s = finish_stream(reply.status, reply.headers, &mut envelopes, Vec::new()).await;
+        let s = read_stream::<Value>(reply).await;
         assert_eq!(
             s.ok(&case),
             [json!({"message": "z"}), json!({"message": "z", "index": 1})],
@@ -979,15 +672,13 @@ async fn client_stream_and_bidi_of_json_over_http2() {
         let case = format!("client stream over {http:?}");
         let mut client = Client::connect(proxy.addr, http).await;
         let (tx, body) = streaming_body();
-        let req = stream_request(CLIENT_STREAM, body);
-        let call = tokio::spawn(async move {
-            let reply = client.send(req).await;
-            let mut envelopes = Envelopes::new(reply.body);
-            finish_stream(reply.status, reply.headers, &mut envelopes, Vec::new()).await
-        });
+        let req = stream_request(CLIENT_STREAM, CONNECT_JSON, &[], body);
+        let call = tokio::spawn(async move { read_stream::<Value>(client.send(req).await).await });
         for (m, p) in [("a", "YQ=="), ("b", "Yg=="), ("c", "Yw")] {
-            tx.send(envelope(&format!(r#"{{"message":"{m}","payload":"{p}"}}"#)))
-                .await;
+            tx.send(json_envelope(&format!(
+                r#"{{"message":"{m}","payload":"{p}"}}"#
+            )))
+            .await;
         }
         drop(tx);
         let s = guard(&case, call).await.unwrap();
@@ -1002,19 +693,20 @@ async fn client_stream_and_bidi_of_json_over_http2() {
     // Bidi: each answer arrives before the next message is sent.
     let mut client = Client::connect(proxy.addr, Http::H2).await;
     let (tx, body) = streaming_body();
-    let req = stream_request(BIDI, body);
+    let req = stream_request(BIDI, CONNECT_JSON, &[], body);
     let head = tokio::spawn(async move {
         let reply = client.send(req).await;
         (client, reply)
     });
-    tx.send(envelope(r#"{"message":"one"}"#)).await;
+    tx.send(json_envelope(r#"{"message":"one"}"#)).await;
     let (_client, reply) = guard("bidi response head", head).await.unwrap();
     let (status, headers) = (reply.status, reply.headers.clone());
     let mut envelopes = Envelopes::new(reply.body);
     let mut got = Vec::new();
     for (i, m) in ["one", "two", "three"].into_iter().enumerate() {
         if i > 0 {
-            tx.send(envelope(&format!(r#"{{"message":"{m}"}}"#))).await;
+            tx.send(json_envelope(&format!(r#"{{"message":"{m}"}}"#)))
+                .await;
         }
         let (flag, payload) = envelopes.next().await.expect("bidi answer");
         assert_eq!(flag, 0);
@@ -1035,7 +727,7 @@ async fn stream_errors_are_in_the_end_stream_with_details() {
     let proxy = proxy_with_json(&backend.url, &descriptors()).await;
     for http in HTTP_VERSIONS {
         let case = format!("{http:?}");
-        let s = stream_call(
+        let s = json_stream(
             proxy.addr,
             http,
             SERVER_STREAM,
@@ -1048,7 +740,7 @@ async fn stream_errors_are_in_the_end_stream_with_details() {
         assert_bad_request_detail(error, &case);
 
         // A request message that is not valid JSON for the method fails the stream.
-        let s = stream_call(proxy.addr, http, SERVER_STREAM, &[r#"{"count":"abc"}"#]).await;
+        let s = json_stream(proxy.addr, http, SERVER_STREAM, &[r#"{"count":"abc"}"#]).await;
         assert!(s.messages.is_empty(), "{case}: {s:#?}");
         let error = s.error("invalid_argument", &case);
         assert!(
@@ -1058,7 +750,7 @@ async fn stream_errors_are_in_the_end_stream_with_details() {
                 .contains(r#"field "count""#),
             "{case}: {error}"
         );
-        let s = stream_call(proxy.addr, http, SERVER_STREAM, &["{"]).await;
+        let s = json_stream(proxy.addr, http, SERVER_STREAM, &["{"]).await;
         s.error("invalid_argument", &case);
 
         // Unknown method: answered like an unknown path, 404 with the Connect error JSON.
@@ -1233,7 +925,7 @@ async fn protojson_input_forms_are_accepted() {
     ];
     for (body, want) in cases {
         let res = post_json(proxy.addr, Http::H1, UNARY, body, &[]).await;
-        assert_eq!(res.ok(body), want, "{body}");
+        assert_eq!(res.ok_json(body), want, "{body}");
     }
     // A charset parameter on the content type is fine; the answer is plain application/json.
     let req = request(
@@ -1244,7 +936,7 @@ async fn protojson_input_forms_are_accepted() {
         full(br#"{"message":"cs"}"#.to_vec()),
     );
     let res = send(proxy.addr, Http::H2, req).await;
-    assert_eq!(res.ok("charset"), json!({"message": "cs"}));
+    assert_eq!(res.ok_json("charset"), json!({"message": "cs"}));
 }
 
 /// PROTOCOLS.md §6: with the schema known, the method's streaming kind is known, so a Connect
@@ -1276,8 +968,8 @@ async fn unknown_fields_are_accepted_with_ignore_unknown_fields() {
     .await;
     let body = r#"{"message":"hi","bogus":1,"nested":{"x":[1,2]}}"#;
     let res = post_json(proxy.addr, Http::H1, UNARY, body, &[]).await;
-    assert_eq!(res.ok("unary"), json!({"message": "hi"}));
-    let s = stream_call(
+    assert_eq!(res.ok_json("unary"), json!({"message": "hi"}));
+    let s = json_stream(
         proxy.addr,
         Http::H2,
         SERVER_STREAM,
@@ -1337,7 +1029,7 @@ async fn passthrough_sends_grpc_json_unchanged() {
                 "application/grpc+json",
                 "{case}: Connect unary"
             );
-            let _ = stream_call(proxy.addr, http, SERVER_STREAM, &[r#"{"count":1}"#]).await;
+            let _ = json_stream(proxy.addr, http, SERVER_STREAM, &[r#"{"count":1}"#]).await;
             assert_eq!(
                 backend_content_type(&backend),
                 "application/grpc+json",
@@ -1353,7 +1045,7 @@ async fn passthrough_sends_grpc_json_unchanged() {
             let res = post_json(proxy.addr, http, NOPE, "{}", &[]).await;
             res.error(501, "unimplemented", &case);
             // GET is not refused without a schema.
-            let res = get(proxy.addr, http, &get_json_url(UNARY, "{}")).await;
+            let res = get(proxy.addr, http, &get_json_query(UNARY, "{}"), &[]).await;
             assert_ne!(res.status, StatusCode::METHOD_NOT_ALLOWED, "{case}");
         }
     }

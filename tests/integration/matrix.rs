@@ -16,16 +16,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use crate::support;
-
-/// The FileDescriptorSet of proto/switchboard/testing/v1/testing.proto.
-const DESCRIPTOR: &str = concat!(env!("OUT_DIR"), "/testing_descriptor.bin");
+use crate::support::backend::TESTING_DESCRIPTOR;
+use crate::support::process::{interop_dir, may_run, runs, Output, Spawned};
 /// Hang guard for one run of matrix.mjs (every cell inside has its own 15 s guard).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Hang guard for a child backend to print its port (grpcio generates its stubs first).
@@ -51,7 +49,7 @@ const PYTHON_CHECK: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interop_matrix() {
-    if !prerequisites_present() {
+    if !may_run("the interop matrix", missing_prerequisites()) {
         return;
     }
     let dir = interop_dir();
@@ -61,7 +59,7 @@ async fn interop_matrix() {
         let grpc_js =
             ChildBackend::spawn("grpc-js", "node", &[backends.join("grpc-js-server.mjs")]);
         let grpcio = ChildBackend::spawn("grpcio", "python3", &[backends.join("grpcio_server.py")]);
-        (grpc_js.wait_ready(), grpcio.wait_ready())
+        (grpc_js.ready(), grpcio.ready())
     });
     let tonic = support::spawn_backend().await;
     let (grpc_js, grpcio) = children.await.expect("backend starter panicked");
@@ -113,12 +111,6 @@ async fn interop_matrix() {
     );
     drop(proxies);
     drop((grpc_js, grpcio, tonic));
-}
-
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("interop")
 }
 
 /// Every cell's outcome: (client, call) rows in the order matrix.mjs printed them.
@@ -256,178 +248,67 @@ fn trim_line_end(s: &mut String) {
     s.push('\n');
 }
 
-/// A test backend running as a child process; killed when dropped.
+/// A test backend running as a child process that prints its port as its first line of
+/// stdout; killed when dropped.
 struct ChildBackend {
-    name: &'static str,
-    child: Child,
-    stdin: Option<ChildStdin>,
+    process: Spawned,
     url: String,
-    port: Option<mpsc::Receiver<Result<u16, String>>>,
-    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl ChildBackend {
     fn spawn(name: &'static str, program: &str, args: &[PathBuf]) -> ChildBackend {
-        let mut child = Command::new(program)
-            .args(args)
-            .current_dir(interop_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the {name} backend ({program}): {e}"));
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // The first line is the port; the rest (none expected) is drained.
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let port = match reader.read_line(&mut line) {
-                Ok(0) => Err("it exited without printing its port".to_owned()),
-                Ok(_) => line
-                    .trim()
-                    .parse::<u16>()
-                    .map_err(|_| format!("its first line is not a port: {line:?}")),
-                Err(e) => Err(format!("reading its stdout failed: {e}")),
-            };
-            let _ = tx.send(port);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+        let mut command = Command::new(program);
+        command.args(args).current_dir(interop_dir());
         ChildBackend {
-            name,
-            child,
-            stdin,
+            process: Spawned::start(&format!("the {name} backend"), command),
             url: String::new(),
-            port: Some(rx),
-            stderr: Some(stderr),
         }
     }
 
-    /// Waits for the printed port (no sleeps: the line is the readiness signal).
-    fn wait_ready(mut self) -> ChildBackend {
-        let rx = self.port.take().unwrap();
-        let port = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(Ok(port)) => port,
-            Ok(Err(e)) => self.fail(&e),
-            Err(_) => self.fail(&format!("no port within {READY_TIMEOUT:?}")),
-        };
+    /// Waits for the printed port.
+    fn ready(mut self) -> ChildBackend {
+        let port = self.process.port(READY_TIMEOUT);
         self.url = format!("http://127.0.0.1:{port}");
         self
     }
-
-    fn fail(&mut self, why: &str) -> ! {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        panic!(
-            "the {} backend did not start: {why}; its stderr:\n{stderr}",
-            self.name
-        );
-    }
 }
 
-impl Drop for ChildBackend {
-    fn drop(&mut self) {
-        // Closing stdin asks it to exit; killing makes sure it does.
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// True when node, the npm packages and the Python packages are there; false (skip) when
-/// something is missing and SWITCHBOARD_SKIP_INTEROP=1; panics when missing otherwise.
-fn prerequisites_present() -> bool {
+/// What is missing for the matrix: node, the npm packages or the Python packages.
+fn missing_prerequisites() -> Option<String> {
     let dir = interop_dir();
-    let runs = |program: &str, args: &[&str]| {
-        Command::new(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
     let missing_npm: Vec<&str> = NODE_PACKAGES
         .iter()
         .filter(|p| !dir.join("node_modules").join(p).is_file())
         .map(|p| p.trim_end_matches("/package.json"))
         .collect();
-    let problem = if !runs("node", &["--version"]) {
-        "`node` is not on PATH".to_owned()
+    if !runs("node", &["--version"]) {
+        Some("`node` is not on PATH".to_owned())
     } else if !missing_npm.is_empty() {
-        format!(
+        Some(format!(
             "npm packages missing from {}/node_modules: {}",
             dir.display(),
             missing_npm.join(", ")
-        )
+        ))
     } else if !runs("python3", &["-c", PYTHON_CHECK]) {
-        "the Python packages of the grpcio backend (tests/interop/requirements.txt) are not \
-         installed for python3"
-            .to_owned()
+        Some(
+            "the Python packages of the grpcio backend (tests/interop/requirements.txt) are not \
+             installed for python3"
+                .to_owned(),
+        )
     } else {
-        return true;
-    };
-    if std::env::var_os("SWITCHBOARD_SKIP_INTEROP").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED interop matrix: {problem} (SWITCHBOARD_SKIP_INTEROP=1)");
-        return false;
+        None
     }
-    panic!(
-        "{problem}. Run scripts/test.sh (it installs the npm and Python packages, then runs \
-         every test), or set SWITCHBOARD_SKIP_INTEROP=1 to skip the interop tests"
-    );
-}
-
-struct Output {
-    success: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
-}
-
-fn read_all(mut r: Box<dyn Read + Send>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
 }
 
 /// Runs `node matrix.mjs` against one proxy to completion, killing it after SCRIPT_TIMEOUT.
 fn run_matrix_script(url: &str) -> Output {
     let dir = interop_dir();
-    let mut child = Command::new("node")
-        .arg(dir.join("matrix.mjs"))
-        .args(["--url", url, "--descriptor", DESCRIPTOR])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start node: {e}"));
-    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
-    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let (success, status) = loop {
-        if let Some(status) = child.try_wait().expect("waiting for node failed") {
-            break (status.success(), status.to_string());
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break (false, format!("killed after {SCRIPT_TIMEOUT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        success,
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
+    let args = [
+        dir.join("matrix.mjs").display().to_string(),
+        "--url".to_owned(),
+        url.to_owned(),
+        "--descriptor".to_owned(),
+        TESTING_DESCRIPTOR.to_owned(),
+    ];
+    support::process::run("node", &args, &dir, SCRIPT_TIMEOUT)
 }

@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests: the in-process test backend, the proxy under
-//! test, raw HTTP/1.1 and HTTP/2 clients, and gRPC-Web wire helpers.
+//! test, raw HTTP/1.1 and HTTP/2 clients, gRPC-Web wire helpers, Connect callers and
+//! third-party programs run as child processes.
 //!
 //! Everything binds `127.0.0.1:0` before it is used, so a returned address is ready to take
 //! connections; no test sleeps to wait for a server.
@@ -9,9 +10,11 @@
 
 pub(crate) mod backend;
 pub(crate) mod client;
+pub(crate) mod connect;
 pub(crate) mod fake;
 pub(crate) mod process;
 pub(crate) mod tls;
+pub(crate) mod web;
 pub(crate) mod wire;
 
 use std::future::Future;
@@ -25,11 +28,14 @@ use switchboard::config::Config;
 pub(crate) use backend::{spawn_backend, Backend, BackendState, Counter, GATED};
 #[allow(unused_imports)]
 pub(crate) use client::{
-    grpc_request, streaming_body, web_call, web_request, Client, GrpcReply, Http, Reply, WebReply,
-    WebStream, HTTP_VERSIONS,
+    header_list, request, send, streaming_body, Answer, Client, Http, Reply, HTTP_VERSIONS,
 };
 #[allow(unused_imports)]
-pub(crate) use wire::{echo, frame, frames};
+pub(crate) use web::{
+    grpc_request, web_call, web_request, web_request_with, GrpcReply, WebReply, WebStream,
+};
+#[allow(unused_imports)]
+pub(crate) use wire::{echo, failing, frame, frames, gunzip, gzip};
 
 /// The generated test service (client and server).
 pub(crate) mod pb {
@@ -57,6 +63,9 @@ pub(crate) const GRPC_WEB_TEXT_PROTO: &str = "application/grpc-web-text+proto";
 /// Every protobuf gRPC-Web content type, binary and text.
 pub(crate) const PROTO_CONTENT_TYPES: [&str; 4] =
     [GRPC_WEB, GRPC_WEB_PROTO, GRPC_WEB_TEXT, GRPC_WEB_TEXT_PROTO];
+
+/// The message no test can get right by accident: non-ASCII, a `%` and a non-BMP character.
+pub(crate) const UNICODE_MESSAGE: &str = "caf\u{e9} 100% \u{1F608}";
 
 /// A hang guard: how long any single step of a test may take before it fails.
 pub(crate) const GUARD: Duration = Duration::from_secs(10);
@@ -121,6 +130,21 @@ pub(crate) fn one_upstream_yaml(url: &str, upstream: &[&str], route: &[&str]) ->
         yaml.push_str(&format!("    {line}\n"));
     }
     yaml
+}
+
+/// A config whose one route matches [`UNARY`] only, to the upstream `backend` at `url`: every
+/// other method has no route.
+pub(crate) fn unary_only_yaml(url: &str) -> String {
+    format!(
+        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  - name: backend\n    endpoints: [\"{url}\"]\nroutes:\n  - match: {{ method: {UNARY} }}\n    upstream: backend\n"
+    )
+}
+
+/// A config whose one upstream, `closed-backend`, is a loopback port nothing listens on.
+pub(crate) fn closed_upstream_yaml() -> String {
+    one_upstream_yaml(&format!("http://{}", closed_port()), &[], &[])
+        .replace("name: backend", "name: closed-backend")
+        .replace("upstream: backend", "upstream: closed-backend")
 }
 
 /// `127.0.0.1:0`.

@@ -1,13 +1,15 @@
-//! Wire helpers: gRPC frames, gRPC-Web bodies and trailer frames, text-mode base64 decoded
-//! per 4-character quantum, `grpc-message` percent-decoding and `grpc-timeout` parsing.
+//! Wire helpers: test messages, gRPC frames, gRPC-Web bodies and trailer frames, text-mode
+//! base64 decoded per 4-character quantum, gzip, `grpc-message` percent-decoding and
+//! `grpc-timeout` parsing.
 
+use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message as _;
 
-use super::pb::{EchoRequest, EchoResponse};
+use super::pb::{EchoRequest, EchoResponse, ErrorSpec};
 
 /// Flag byte of a gRPC-Web trailer frame.
 pub(crate) const TRAILER_FLAG: u8 = 0x80;
@@ -43,6 +45,19 @@ pub(crate) fn echo(message: &str) -> EchoRequest {
     }
 }
 
+/// An `EchoRequest` the backend answers with the error `code`, `message` and, when
+/// `with_details`, a `google.rpc.BadRequest` detail (field `message`, "must not be empty").
+pub(crate) fn failing(code: tonic::Code, message: &str, with_details: bool) -> EchoRequest {
+    EchoRequest {
+        error: Some(ErrorSpec {
+            code: code as i32,
+            message: message.to_owned(),
+            with_details,
+        }),
+        ..echo("fail")
+    }
+}
+
 /// Decodes a response message.
 pub(crate) fn decode_response(bytes: &[u8]) -> EchoResponse {
     EchoResponse::decode(bytes)
@@ -52,6 +67,22 @@ pub(crate) fn decode_response(bytes: &[u8]) -> EchoResponse {
 /// Standard padded base64, as a text-mode client sends it.
 pub(crate) fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Gzip at the default level.
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Gunzip; fails the test on anything that is not gzip.
+pub(crate) fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("not gzip ({e}): {data:02x?}"));
+    out
 }
 
 /// Base64 decoder for gRPC-Web text bodies: a body may be several independently padded
