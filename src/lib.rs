@@ -25,6 +25,7 @@ mod routing;
 pub mod server;
 mod upstream;
 
+pub mod activity;
 pub mod assets;
 pub mod cli;
 pub mod config;

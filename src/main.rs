@@ -1,8 +1,7 @@
 //! The `switchboard` binary: parse the command line, load the config, run.
 
-use std::cell::Cell;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser as _;
 use switchboard::cli::{Cli, Command, LogFormat};
@@ -14,54 +13,62 @@ use switchboard::config::Config;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// How often, at most, a runtime worker that goes idle hands freed memory back to the OS.
+/// How often freed memory may be handed back to the OS after calls were made.
 const COLLECT_INTERVAL: Duration = Duration::from_millis(500);
+/// Collect rounds after the last call: the memory of connections that close later goes too.
+const COLLECT_ROUNDS: u32 = 4;
 
-thread_local! {
-    static LAST_COLLECT: Cell<Option<Instant>> = const { Cell::new(None) };
-}
-
-/// Called by each tokio worker when it runs out of work. mimalloc returns the pages of freed
-/// memory to the OS only after a delay, and only when the thread that owns them calls into it
-/// again, so a proxy that goes quiet after a burst (say, 10,000 streams opened and then idle)
-/// would keep the memory of every call it finished. An idle worker asks mimalloc to collect,
-/// at most every [`COLLECT_INTERVAL`]. Under load this costs one call per interval; purging
-/// at once on every free instead (`purge_delay` 0) costs an `madvise` and page faults per
-/// large message, which halved streaming throughput.
+/// Hands the freed memory of the calling thread's heap back to the OS.
 #[allow(unsafe_code)]
-fn collect_when_idle() {
-    let now = Instant::now();
-    let due = LAST_COLLECT.with(|last| match last.get() {
-        Some(t) if now.duration_since(t) < COLLECT_INTERVAL => false,
-        _ => {
-            last.set(Some(now));
-            true
-        }
-    });
-    if due {
-        // SAFETY: `mi_collect` takes no pointers; it frees and purges what this thread's
-        // heap no longer uses, and may be called from any thread at any time.
-        unsafe { libmimalloc_sys::mi_collect(true) };
-    }
+fn collect_this_thread() {
+    // SAFETY: `mi_collect` takes no pointers; it frees and purges what this thread's heap no
+    // longer uses, and may be called from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
-/// Wakes a runtime worker every [`COLLECT_INTERVAL`], so that it parks again afterwards: the
-/// last park after a burst may come too soon after a collect to make another, and nothing else
-/// would wake the worker until the next call.
-async fn tick_for_collection() {
+/// Returns the memory of finished calls to the OS once the proxy goes quiet. mimalloc keeps
+/// freed memory in the heap of the thread that allocated it and returns it only when that
+/// thread calls into it again, so a worker that goes to sleep after a burst would keep the
+/// burst's memory for good. Every interval after calls were made (and a few intervals more,
+/// for connections that close later), a collect task is sent to each worker: each one holds
+/// its worker for a moment, so the next lands on another. Purging on every free instead
+/// (`purge_delay` 0) costs an `madvise` and page faults per large message, which halved
+/// streaming throughput; collecting at every park costs a heap walk per park under load.
+async fn collect_after_calls(workers: usize) {
     let mut tick = tokio::time::interval(COLLECT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut rounds_left = 0;
     loop {
         tick.tick().await;
+        if switchboard::activity::take() {
+            rounds_left = COLLECT_ROUNDS;
+        }
+        if rounds_left == 0 {
+            continue;
+        }
+        rounds_left -= 1;
+        let round: Vec<_> = (0..workers)
+            .map(|_| {
+                tokio::spawn(async {
+                    collect_this_thread();
+                    std::thread::sleep(Duration::from_millis(1));
+                })
+            })
+            .collect();
+        for task in round {
+            let _ = task.await;
+        }
     }
 }
 
 /// The tokio runtime of `run` and `demo`: one worker per core.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> std::io::Result<(tokio::runtime::Runtime, usize)> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
-        .on_thread_park(collect_when_idle)
-        .build()
+        .build()?;
+    Ok((rt, workers))
 }
 
 fn main() -> ExitCode {
@@ -121,9 +128,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             "nothing to run: pass --config FILE, or --listen ADDR --upstream URL (see --help)"
         ),
     };
-    let runtime = runtime()?;
+    let (runtime, workers) = runtime()?;
     runtime.block_on(async {
-        tokio::spawn(tick_for_collection());
+        tokio::spawn(collect_after_calls(workers));
         let stop = shutdown_signal();
         let running = switchboard::spawn(config).await?;
         let control = running.control().clone();
@@ -166,9 +173,9 @@ async fn reload_on_hangup(control: std::sync::Arc<switchboard::server::Control>)
 
 /// `switchboard demo`: the demo service, the proxy and the page until Ctrl-C.
 fn run_demo(listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    let runtime = runtime()?;
+    let (runtime, workers) = runtime()?;
     runtime.block_on(async {
-        tokio::spawn(tick_for_collection());
+        tokio::spawn(collect_after_calls(workers));
         // Listening for Ctrl-C before the URL is out, so an early one is not lost.
         let stop = shutdown_signal();
         let demo = switchboard::demo::spawn(listen).await?;

@@ -123,6 +123,7 @@ impl ConnInfo {
     }
 
     fn call_started(&self) {
+        crate::activity::mark();
         self.seen.store(true, Ordering::Relaxed);
         self.calls.fetch_add(1, Ordering::AcqRel);
     }

@@ -275,6 +275,8 @@ struct Output {
     rss_open_kib: BTreeMap<String, u64>,
     rss_closed_kib: BTreeMap<String, u64>,
     threads_open: BTreeMap<String, u64>,
+    /// The proxy's VmRSS (KiB) every 250 ms for 5 s after the burst closed.
+    rss_after_kib: Vec<u64>,
 }
 
 fn cpu_now(pids: &[(String, u32)]) -> BTreeMap<String, f64> {
@@ -437,6 +439,62 @@ async fn load(a: &Args, rpc: Rpc, out: &mut Output) -> Result<(), String> {
     Ok(())
 }
 
+/// Samples the proxy's RSS every 250 ms for 5 s after a burst closed; the sample at 1 s is
+/// the "closed" figure.
+async fn sample_after(a: &Args, out: &mut Output) {
+    for i in 1..=20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = rss_now(&a.pids);
+        if i == 4 {
+            out.rss_closed_kib = now.clone();
+        }
+        out.rss_after_kib.push(now.get("proxy").copied().unwrap_or(0));
+    }
+}
+
+/// Opens `conns` HTTP/1.1 connections that each make one unary call and stay open until all
+/// have, then closes them all: the memory of a burst of connections, and whether it comes
+/// back.
+async fn burst_h1(a: &Args, out: &mut Output) -> Result<(), String> {
+    let call = call_for(a, Rpc::Unary);
+    // One connection first, so the proxy's upstream connection exists before the baseline.
+    let first = connect(&a.target, true).await?;
+    call.run(&first, |_| true).await.map_err(|e| format!("warm-up call: {e}"))?;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    out.rss_before_kib = rss_now(&a.pids);
+    let t0 = Instant::now();
+    let mut conns = Vec::with_capacity(a.conns);
+    for _ in 0..a.conns {
+        conns.push(connect(&a.target, true).await?);
+    }
+    let mut tasks = Vec::with_capacity(conns.len());
+    for c in &conns {
+        let (c, call) = (c.clone(), call.clone());
+        tasks.push(tokio::spawn(async move { call.run(&c, |_| true).await }));
+    }
+    let mut done = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(_)) => done += 1,
+            Ok(Err(e)) => out.first_error = out.first_error.take().or(Some(e)),
+            Err(e) => out.first_error = out.first_error.take().or(Some(e.to_string())),
+        }
+    }
+    out.open_secs = t0.elapsed().as_secs_f64();
+    out.streams_open = done;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    out.rss_open_kib = rss_now(&a.pids);
+    drop(conns);
+    sample_after(a, out).await;
+    out.errors = (a.conns - done) as u64;
+    out.ok = done == a.conns;
+    if !out.ok {
+        out.error = out.first_error.clone();
+    }
+    Ok(())
+}
+
 /// Opens `streams` server streams that each get one message and then stay open.
 async fn idle(a: &Args, out: &mut Output) -> Result<(), String> {
     if a.http1 {
@@ -509,8 +567,7 @@ async fn idle(a: &Args, out: &mut Output) -> Result<(), String> {
         let _ = tokio::time::timeout_at(deadline, t).await;
     }
     drop(conns);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    out.rss_closed_kib = rss_now(&a.pids);
+    sample_after(a, out).await;
     out.errors = shared.errors.load(Ordering::Relaxed);
     out.first_error = shared
         .first_error
@@ -589,6 +646,7 @@ fn main() {
                 "unary" => load(&args, Rpc::Unary, &mut out).await,
                 "stream" => load(&args, Rpc::ServerStream, &mut out).await,
                 "idle" => idle(&args, &mut out).await,
+                "burst-h1" => burst_h1(&args, &mut out).await,
                 "check" => check(&args, &mut out).await,
                 other => Err(format!("unknown --rpc {other}")),
             }

@@ -228,6 +228,8 @@ pub struct LoadOut {
     pub rss_open_kib: std::collections::BTreeMap<String, u64>,
     pub rss_closed_kib: std::collections::BTreeMap<String, u64>,
     pub threads_open: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    pub rss_after_kib: Vec<u64>,
 }
 
 /// One measurement.
@@ -280,7 +282,7 @@ fn parse_opts() -> Result<Opts, String> {
         quick: false,
         out: bench_dir.join("RESULTS.md"),
         only: None,
-        workloads: ["unary", "stream", "stream-apart", "idle", "h2load"]
+        workloads: ["unary", "stream", "stream-apart", "idle", "burst", "h2load"]
             .map(String::from)
             .to_vec(),
         switchboard: bench_dir.join("../target/release/switchboard"),
@@ -902,6 +904,45 @@ fn run(opts: Opts) -> Result<(), String> {
                 workload: "idle",
                 size: 100,
                 concurrency: opts.idle_streams,
+                variant: v.id,
+                out,
+                h2load_rps: None,
+                vs_fwd: None,
+            });
+        }
+    }
+    if wants("burst") {
+        // A burst that ends: 2,000 HTTP/2 streams, and 1,000 HTTP/1.1 connections with one
+        // call each, on a fresh proxy; then whether its memory comes back within 5 s.
+        for (id, rpc, streams, conns) in [
+            ("sb-web-h2", "idle", 2000usize, 20usize),
+            ("sb-web-h1", "burst-h1", 0, 1000),
+        ] {
+            let Some(v) = variants.iter().find(|v| v.id == id) else {
+                continue;
+            };
+            *servers.slot(v.server) = None;
+            let fresh = env.start_server(v.server, &servers.backend)?;
+            *servers.slot(v.server) = Some(fresh);
+            let (port, proxy, backend) = servers.of(v).ok_or("server missing")?;
+            let pids = pids_arg(proxy, backend);
+            let mut args = load_args(v, port, rpc, 100, 1, &opts, &pids);
+            args.extend(["--streams".into(), streams.to_string()]);
+            args.extend(["--conns".into(), conns.to_string()]);
+            let (out, line) = env.load(args, Duration::from_secs(150));
+            note_command(&mut env, "burst", &line);
+            progress(&format!(
+                "burst {}: before {:?} open {:?} after {:?} {}",
+                v.id,
+                out.rss_before_kib.get("proxy"),
+                out.rss_open_kib.get("proxy"),
+                out.rss_after_kib,
+                out.error.as_deref().unwrap_or("")
+            ));
+            cells.push(Cell {
+                workload: "burst",
+                size: 100,
+                concurrency: streams.max(conns),
                 variant: v.id,
                 out,
                 h2load_rps: None,

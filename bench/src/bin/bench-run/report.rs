@@ -117,6 +117,16 @@ fn cpu_per_gb(o: &LoadOut, who: &str, size: usize) -> Option<f64> {
 }
 
 /// Proxy RSS growth per open stream, KiB.
+/// Seconds after a burst closed until the proxy's RSS was within 10 % of its level before
+/// the burst (the first 250 ms sample at or under it), if it came back within the 5 s.
+pub fn burst_recovery_secs(o: &LoadOut) -> Option<f64> {
+    let before = *o.rss_before_kib.get("proxy")? as f64;
+    o.rss_after_kib
+        .iter()
+        .position(|&k| k > 0 && (k as f64) <= before * 1.1)
+        .map(|i| (i + 1) as f64 * 0.25)
+}
+
 pub fn idle_per_stream(o: &LoadOut, who: &str, streams: usize) -> Option<f64> {
     let before = *o.rss_before_kib.get(who)? as f64;
     let open = *o.rss_open_kib.get(who)? as f64;
@@ -583,6 +593,39 @@ pub fn render(
         let _ = writeln!(w);
     }
 
+    if cells.iter().any(|c| c.workload == "burst") {
+        let _ = writeln!(
+            w,
+            "## Memory after a burst\n\nA fresh proxy takes a burst and then goes quiet: 2,000 HTTP/2 \
+             `ServerStream` calls left open (`sb-web-h2`), or 1,000 HTTP/1.1 connections that each make one \
+             unary call and stay open until all have (`sb-web-h1`). Then everything is closed and the proxy's \
+             VmRSS is read every 250 ms for 5 s. Target: back within 10 % of its level before the burst \
+             within 5 s.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| variant | burst | RSS before MiB | RSS open MiB | RSS 1 s after MiB | RSS 5 s after MiB | back within 10 % after | errors |"
+        );
+        let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|");
+        for c in cells.iter().filter(|c| c.workload == "burst") {
+            let out = &c.out;
+            let back = burst_recovery_secs(out);
+            let _ = writeln!(
+                w,
+                "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
+                c.variant,
+                c.concurrency,
+                mib(out.rss_before_kib.get("proxy")),
+                mib(out.rss_open_kib.get("proxy")),
+                mib(out.rss_closed_kib.get("proxy")),
+                mib(out.rss_after_kib.last()),
+                back.map_or("not within 5 s".into(), |s| format!("{s:.2} s")),
+                out.errors
+            );
+        }
+        let _ = writeln!(w);
+    }
+
     if cells.iter().any(|c| c.workload == "h2load") {
         let _ = writeln!(
             w,
@@ -855,6 +898,20 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
                 None,
                 "≤ 8.00 KiB",
                 per.map(|k| k <= 8.0),
+            );
+        }
+    }
+    if has("burst") {
+        for c in cells.iter().filter(|c| c.workload == "burst") {
+            let back = burst_recovery_secs(&c.out);
+            row(
+                w,
+                "RSS back within 10 % of before a burst, within 5 s",
+                format!("`{}` ({} open)", c.variant, c.concurrency),
+                back,
+                None,
+                "≤ 5.00 s",
+                Some(back.is_some_and(|s| s <= 5.0)),
             );
         }
     }
