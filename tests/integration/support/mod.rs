@@ -13,6 +13,7 @@ pub(crate) mod fake;
 pub(crate) mod process;
 pub(crate) mod tls;
 pub(crate) mod wire;
+pub(crate) mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
