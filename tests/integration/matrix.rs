@@ -35,7 +35,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const BACKENDS: [&str; 3] = ["tonic", "grpc-js", "grpcio"];
 
 /// The files the test needs from `npm ci` in tests/interop.
-const NODE_PACKAGES: [&str; 8] = [
+const NODE_PACKAGES: [&str; 9] = [
     "@connectrpc/connect-node/package.json",
     "@bufbuild/buf/package.json",
     "@grpc/grpc-js/package.json",
@@ -44,6 +44,7 @@ const NODE_PACKAGES: [&str; 8] = [
     "xhr2/package.json",
     "@improbable-eng/grpc-web/package.json",
     "@improbable-eng/grpc-web-node-http-transport/package.json",
+    "ws/package.json",
 ];
 /// What the grpcio backend imports (tests/interop/requirements.txt).
 const PYTHON_CHECK: &str =
