@@ -295,7 +295,7 @@ fn demo_command_prints_its_url_and_stops_on_ctrl_c() {
 
 /// True when everything is there; false (skip) when something is missing and
 /// SWITCHBOARD_SKIP_INTEROP=1; panics when something is missing otherwise.
-fn prerequisites(what: &str, needed: &[(&Path, &str)]) -> bool {
+pub(crate) fn prerequisites(what: &str, needed: &[(&Path, &str)]) -> bool {
     let node_ok = Command::new("node")
         .arg("--version")
         .stdout(Stdio::null())

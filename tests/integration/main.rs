@@ -2,6 +2,7 @@
 
 mod support;
 
+mod browser_streams;
 mod config;
 mod connect;
 mod cors;
