@@ -7,7 +7,9 @@
 //!   on an ephemeral loopback port, print it as their first line of stdout (the readiness
 //!   signal) and exit when their stdin closes; they are killed when dropped.
 //! - Clients and call types: `tests/interop/matrix.mjs`, run once per backend (all three at
-//!   once), which prints one `CELL <client> <call> PASS|FAIL <detail>` line per cell.
+//!   once), which prints one `CELL <client> <call> PASS|FAIL <detail>` line per cell; then
+//!   `tests/browser/improbable.mjs` per backend, the `improbable-ws` row again in headless
+//!   Chromium (the browser's own WebSocket), printing the same lines.
 //!
 //! The whole matrix is printed to stderr as a table (past the test harness's capture, so it
 //! shows in every test log), then every cell must have passed. Without the npm or Python
@@ -82,6 +84,19 @@ async fn interop_matrix() {
     let mut outputs = Vec::new();
     for run in runs {
         outputs.push(run.await.expect("runner thread panicked"));
+    }
+    // Chromium, one backend at a time (a browser each is enough load for two cores).
+    for (proxy, out) in proxies.iter().zip(outputs.iter_mut()) {
+        let url = proxy.url.trim_end_matches('/').to_owned();
+        let browser = tokio::task::spawn_blocking(move || run_browser_script(&url))
+            .await
+            .expect("runner thread panicked");
+        out.stdout.push_str(&browser.stdout);
+        out.stderr.push_str(&browser.stderr);
+        if !browser.success {
+            out.success = false;
+            out.status = format!("improbable.mjs: {}", browser.status);
+        }
     }
 
     let mut matrix = Matrix::default();
@@ -367,6 +382,17 @@ fn prerequisites_present() -> bool {
             dir.display(),
             missing_npm.join(", ")
         )
+    } else if !Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser/node_modules/playwright-core/package.json")
+        .is_file()
+    {
+        "playwright-core is not installed in tests/browser".to_owned()
+    } else if !Path::new(
+        &std::env::var_os("CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into()),
+    )
+    .exists()
+    {
+        "Chromium is not installed (Debian: apt-get install chromium; or set CHROMIUM)".to_owned()
     } else if !runs("python3", &["-c", PYTHON_CHECK]) {
         "the Python packages of the grpcio backend (tests/interop/requirements.txt) are not \
          installed for python3"
@@ -397,6 +423,23 @@ fn read_all(mut r: Box<dyn Read + Send>) -> std::thread::JoinHandle<String> {
         let _ = r.read_to_end(&mut buf);
         String::from_utf8_lossy(&buf).into_owned()
     })
+}
+
+/// Runs `node tests/browser/improbable.mjs` (headless Chromium) against one proxy.
+fn run_browser_script(url: &str) -> Output {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let out = support::process::run(
+        "node",
+        &["improbable.mjs", "--url", url],
+        &dir,
+        SCRIPT_TIMEOUT,
+    );
+    Output {
+        success: out.success,
+        status: out.status,
+        stdout: out.stdout,
+        stderr: out.stderr,
+    }
 }
 
 /// Runs `node matrix.mjs` against one proxy to completion, killing it after SCRIPT_TIMEOUT.
