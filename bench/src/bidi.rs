@@ -122,7 +122,9 @@ pub async fn converse(
             let mut env = Envelopes::default();
             while go() {
                 let start = Instant::now();
-                ws.send(send(data.clone())).await.map_err(|e| e.to_string())?;
+                ws.send(send(data.clone()))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 'echo: loop {
                     match ws.next().await {
                         Some(Ok(Message::Binary(b))) => {
@@ -184,7 +186,9 @@ pub async fn converse(
                 env.push(&data);
                 while let Some((flags, len)) = env.next() {
                     if flags != 0 {
-                        return Err(format!("body: end-stream message ({len} bytes) before the end"));
+                        return Err(format!(
+                            "body: end-stream message ({len} bytes) before the end"
+                        ));
                     }
                     echoed(start.elapsed());
                     if !go() {

@@ -83,7 +83,8 @@ fn parse_args() -> Result<Args, String> {
             "--rpc" => a.rpc = val()?,
             "--bidi" => {
                 let v = val()?;
-                a.bidi = switchboard_bench::bidi::Way::parse(&v).ok_or(format!("unknown --bidi {v}"))?
+                a.bidi =
+                    switchboard_bench::bidi::Way::parse(&v).ok_or(format!("unknown --bidi {v}"))?
             }
             "--size" => a.size = num(val()?)? as usize,
             "--count" => a.count = num(val()?)? as u32,
@@ -416,7 +417,10 @@ async fn bidi(a: &Args, out: &mut Output) -> Result<(), String> {
     out.other_cpu_s = (busy1 - busy0 - watched - out.loadgen_cpu_s).max(0.0);
     out.ok = out.calls > 0;
     if !out.ok && out.error.is_none() {
-        out.error = out.first_error.clone().or(Some("no message was echoed".into()));
+        out.error = out
+            .first_error
+            .clone()
+            .or(Some("no message was echoed".into()));
     }
     Ok(())
 }

@@ -895,11 +895,16 @@ fn bidi_table(w: &mut String, cells: &[Cell]) {
             .cpu_s
             .get("proxy")
             .filter(|_| out.calls > 0)
-            .map_or("—".into(), |s| format!("{:.1}", s * 1e6 / out.calls as f64));
+            .map_or("—".into(), |s| {
+                format!("{:.1}", s * 1e6 / out.calls as f64)
+            });
         let note = if out.ok {
             String::new()
         } else {
-            format!(" ({})", out.error.as_deref().unwrap_or("?").replace('|', "/"))
+            format!(
+                " ({})",
+                out.error.as_deref().unwrap_or("?").replace('|', "/")
+            )
         };
         let _ = writeln!(
             w,
