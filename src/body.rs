@@ -60,6 +60,56 @@ impl Body for Chunked {
     }
 }
 
+/// A caller's request body: an HTTP request's, or the request messages of a WebSocket call.
+pub(crate) enum CallerBody {
+    /// The body hyper received.
+    Http(Incoming),
+    /// Request frames read from a WebSocket (see `forward::websocket`).
+    Socket(BoxBody),
+}
+
+impl CallerBody {
+    /// Whether the body arrives over HTTP/1.1 or HTTP/2 (not a WebSocket).
+    pub(crate) fn is_http(&self) -> bool {
+        matches!(self, CallerBody::Http(_))
+    }
+}
+
+impl From<Incoming> for CallerBody {
+    fn from(body: Incoming) -> CallerBody {
+        CallerBody::Http(body)
+    }
+}
+
+impl Body for CallerBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            CallerBody::Http(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            CallerBody::Socket(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            CallerBody::Http(b) => b.is_end_stream(),
+            CallerBody::Socket(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            CallerBody::Http(b) => b.size_hint(),
+            CallerBody::Socket(b) => b.size_hint(),
+        }
+    }
+}
+
 /// An empty body.
 pub(crate) fn empty() -> BoxBody {
     http_body_util::Empty::new()
@@ -77,6 +127,12 @@ pub(crate) type FailureSlot = Arc<OnceLock<Status>>;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct RequestFailed(Status);
+
+/// The error of a caller body that cannot go on, with the status the caller gets for it
+/// (rather than the upstream reset the error causes).
+pub(crate) fn failed(status: Status) -> BoxError {
+    Box::new(RequestFailed(status))
+}
 
 /// The caller's request body on its way upstream: text mode decoded, frames checked.
 /// Message-level rewriting of a frame stream: whole frames are decoded, decompressed with
@@ -120,7 +176,7 @@ impl Recode {
 
 pub(crate) struct RequestBody {
     /// Taken only when the body is dropped unfinished (see `Drop`).
-    inner: Option<Incoming>,
+    inner: Option<CallerBody>,
     text: Option<TextDecoder>,
     scanner: FrameScanner,
     /// Set when request messages are rewritten: decompressed and/or transformed.
@@ -138,7 +194,7 @@ pub(crate) struct RequestBody {
 impl RequestBody {
     /// Wraps a caller body. `text` decodes base64 first.
     pub(crate) fn new(
-        inner: Incoming,
+        inner: CallerBody,
         text: bool,
         limit: usize,
         failure: FailureSlot,
@@ -213,7 +269,9 @@ impl Drop for RequestBody {
         if self.done {
             return;
         }
-        let (Some(mut inner), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current())
+        // A WebSocket's body needs no draining: its socket carries no other request.
+        let (Some(CallerBody::Http(mut inner)), Ok(rt)) =
+            (self.inner.take(), tokio::runtime::Handle::try_current())
         else {
             return;
         };
@@ -325,9 +383,13 @@ impl Body for RequestBody {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(e)) => {
-                    // The caller went away; the upstream stream is reset.
+                    // The caller went away, or its body failed with a status of its own; the
+                    // upstream stream is reset.
                     this.done = true;
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    if let Some(RequestFailed(status)) = e.downcast_ref::<RequestFailed>() {
+                        let _ = this.failure.set(status.clone());
+                    }
+                    return Poll::Ready(Some(Err(e)));
                 }
                 None => {
                     if let Err(status) = this.check_end() {

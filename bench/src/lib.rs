@@ -1,6 +1,7 @@
 //! Shared parts of the benchmark programs: the test service (for the backend and the tonic-web
 //! peer), wire helpers for the load generator, /proc readers, and the report.
 
+pub mod bidi;
 pub mod procfs;
 pub mod service;
 pub mod wire;

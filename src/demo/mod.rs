@@ -2,7 +2,8 @@
 //! calls it, on one port.
 //!
 //! ```text
-//! browser ──(Connect JSON/proto, gRPC-Web binary/text)──▶ proxy on --listen ──(gRPC, h2c)──▶
+//! browser ──(Connect JSON/proto, gRPC-Web binary/text,
+//!           WebSocket grpc-websockets)──▶ proxy on --listen ──(gRPC, h2c)──▶
 //!   demo service on 127.0.0.1:ephemeral
 //! GET / (and /app.js, /app.css) ──▶ the page, embedded in the binary (web-demo/dist)
 //! ```
@@ -176,8 +177,10 @@ mod tests {
         assert!(schema
             .method("/switchboard.demo.v1.DemoService/Greet")
             .is_some());
-        assert!(schema
-            .method("/switchboard.demo.v1.DemoService/Countdown")
-            .is_some());
+        for method in ["Countdown", "Chat", "Upload"] {
+            assert!(schema
+                .method(&format!("/switchboard.demo.v1.DemoService/{method}"))
+                .is_some());
+        }
     }
 }

@@ -23,7 +23,8 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 
 use self::pb::demo_service_server::{DemoService, DemoServiceServer};
 use self::pb::{
-    CountdownRequest, CountdownResponse, GreetRequest, GreetResponse, SlowRequest, SlowResponse,
+    ChatRequest, ChatResponse, CountdownRequest, CountdownResponse, GreetRequest, GreetResponse,
+    SlowRequest, SlowResponse, UploadRequest, UploadResponse,
 };
 
 /// The generated messages and server.
@@ -51,6 +52,8 @@ const SLEEP_DEFAULT_MS: u32 = 2_000;
 const SLEEP_MAX_MS: u32 = 30_000;
 /// Greet: names are cut to this many characters.
 const NAME_MAX_CHARS: usize = 100;
+/// Chat: longest text.
+const CHAT_MAX_CHARS: usize = 500;
 
 /// The service task; dropping it stops the service and closes its connections.
 #[derive(Debug)]
@@ -138,6 +141,7 @@ fn bad_request(field: &str, description: &str) -> Status {
 struct Demo;
 
 type CountdownStream = Pin<Box<dyn Stream<Item = Result<CountdownResponse, Status>> + Send>>;
+type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl DemoService for Demo {
@@ -213,5 +217,46 @@ impl DemoService for Demo {
         };
         tokio::time::sleep(Duration::from_millis(sleep_ms.into())).await;
         Ok(tonic::Response::new(SlowResponse { slept_ms: sleep_ms }))
+    }
+
+    type ChatStream = ChatStream;
+
+    async fn chat(
+        &self,
+        request: tonic::Request<tonic::Streaming<ChatRequest>>,
+    ) -> Result<tonic::Response<ChatStream>, Status> {
+        let input = request.into_inner();
+        // One answer per message, as each arrives; the stream ends when the client's does.
+        let out = stream::unfold(Some((input, 0_u32)), |state| async move {
+            let (mut input, index) = state?;
+            let msg = match input.message().await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return None,
+                Err(status) => return Some((Err(status), None)),
+            };
+            if msg.text.chars().count() > CHAT_MAX_CHARS {
+                let too_long = format!("must be at most {CHAT_MAX_CHARS} characters");
+                return Some((Err(bad_request("text", &too_long)), None));
+            }
+            let answer = ChatResponse {
+                text: format!("echo: {}", msg.text),
+                index,
+            };
+            Some((Ok(answer), Some((input, index + 1))))
+        });
+        Ok(tonic::Response::new(Box::pin(out)))
+    }
+
+    async fn upload(
+        &self,
+        request: tonic::Request<tonic::Streaming<UploadRequest>>,
+    ) -> Result<tonic::Response<UploadResponse>, Status> {
+        let mut input = request.into_inner();
+        let (mut chunks, mut bytes) = (0_u32, 0_u64);
+        while let Some(msg) = input.message().await? {
+            chunks = chunks.saturating_add(1);
+            bytes = bytes.saturating_add(msg.chunk.len() as u64);
+        }
+        Ok(tonic::Response::new(UploadResponse { chunks, bytes }))
     }
 }

@@ -10,11 +10,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 
 use super::call::{upstream_request, Call, Reply};
 use super::Json;
-use crate::body::{self, BoxBody, End, Event, GrpcStream, Render, RenderBody, RequestBody};
+use crate::body::{
+    self, BoxBody, CallerBody, End, Event, GrpcStream, Render, RenderBody, RequestBody,
+};
 use crate::protocol::compression::{self, Encoding};
 use crate::protocol::connect::{self, error, get, Kind, Mode, FLAG_END_STREAM};
 use crate::protocol::grpc::frame::{self, FrameDecoder, FLAG_COMPRESSED};
@@ -34,7 +35,7 @@ pub(crate) async fn forward(
     call: Call,
     mode: Mode,
     json: Option<Json>,
-    req: Request<Incoming>,
+    req: Request<CallerBody>,
 ) -> Response<BoxBody> {
     let transcode = json.as_ref().and_then(Json::method);
     match mode.kind {
@@ -77,7 +78,7 @@ async fn unary(
     call: Call,
     mut mode: Mode,
     transcode: Option<(&Method, bool)>,
-    req: Request<Incoming>,
+    req: Request<CallerBody>,
 ) -> Response<BoxBody> {
     let (mut parts, body) = req.into_parts();
     let client_gzip = Encoding::accepts_gzip(header_str(&parts.headers, header::ACCEPT_ENCODING));
@@ -195,7 +196,7 @@ async fn read_unary_message(
     call: &Call,
     mode: &mut Mode,
     parts: &http::request::Parts,
-    mut body: Incoming,
+    mut body: CallerBody,
 ) -> Result<Chunks, Status> {
     connect::check_version(&parts.headers)?;
     if mode.kind == Kind::Get {
@@ -332,7 +333,7 @@ async fn stream(
     call: Call,
     mode: Mode,
     transcode: Option<(&Method, bool)>,
-    req: Request<Incoming>,
+    req: Request<CallerBody>,
 ) -> Response<BoxBody> {
     // Built before the await, so the caller's request is not part of the call's state.
     let (upstream_req, client_gzip) = match stream_upstream(&call, mode, transcode, req) {
@@ -351,7 +352,7 @@ fn stream_upstream(
     call: &Call,
     mode: Mode,
     transcode: Option<(&Method, bool)>,
-    req: Request<Incoming>,
+    req: Request<CallerBody>,
 ) -> Result<(Request<BoxBody>, bool), Status> {
     let (mut parts, body) = req.into_parts();
     let client_gzip = Encoding::accepts_gzip(header_str(&parts.headers, connect::ACCEPT_ENCODING));

@@ -8,23 +8,22 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 
 use super::call::{upstream_request, Call, Reply};
-use crate::body::{BoxBody, End, Render, RenderBody, RequestBody};
+use crate::body::{BoxBody, CallerBody, End, Render, RenderBody, RequestBody};
 use crate::protocol::grpc::CONTENT_TYPE_PROTO;
 
 /// Forwards one native gRPC call. The request is on its way before this returns; the future
 /// only waits for the answer.
 pub(crate) fn forward(
     call: Call,
-    req: Request<Incoming>,
+    req: Request<CallerBody>,
 ) -> impl Future<Output = Response<BoxBody>> + Send {
     let started = call.start(upstream(&call, req));
     async move { respond(started.await) }
 }
 
-fn upstream(call: &Call, req: Request<Incoming>) -> Request<BoxBody> {
+fn upstream(call: &Call, req: Request<CallerBody>) -> Request<BoxBody> {
     let (mut parts, body) = req.into_parts();
     let content_type = parts
         .headers

@@ -9,11 +9,10 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 
 use super::call::{upstream_request, Call, Reply};
 use super::Json;
-use crate::body::{BoxBody, End, Render, RenderBody, RequestBody};
+use crate::body::{BoxBody, CallerBody, End, Render, RenderBody, RequestBody};
 use crate::protocol::compression::{self, Encoding};
 use crate::protocol::grpc::{
     CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO, GRPC_ACCEPT_ENCODING, GRPC_ENCODING,
@@ -27,10 +26,11 @@ pub(crate) fn forward(
     call: Call,
     mode: Mode,
     json: Option<Json>,
-    req: Request<Incoming>,
+    req: Request<CallerBody>,
 ) -> impl Future<Output = Response<BoxBody>> + Send {
     let transcode = json.as_ref().and_then(Json::method);
-    let h1 = req.version() < Version::HTTP_2;
+    // A WebSocket call's body is a stream whatever the socket's HTTP version.
+    let h1 = req.version() < Version::HTTP_2 && req.body().is_http();
     let started = upstream(&call, &mode, transcode, req, h1).map(|r| call.start_request(r, h1));
     async move {
         match started {
@@ -53,7 +53,7 @@ fn upstream(
     call: &Call,
     mode: &Mode,
     transcode: Option<(&crate::protocol::json::Method, bool)>,
-    req: Request<Incoming>,
+    req: Request<CallerBody>,
     h1: bool,
 ) -> Result<Request<RequestBody>, crate::protocol::grpc::Status> {
     let (mut parts, body) = req.into_parts();

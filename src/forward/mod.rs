@@ -5,6 +5,7 @@ mod call;
 mod connect;
 mod grpc;
 mod grpc_web;
+mod websocket;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,7 +20,7 @@ use hyper::body::Incoming;
 use http_body_util::BodyExt as _;
 
 use self::call::{Call, Reply};
-use crate::body::{self, BoxBody};
+use crate::body::{self, BoxBody, CallerBody};
 use crate::config::Config;
 use crate::observe::{request_id, CallContext, CallProtocol, ConnInfo, ObservedBody, Observer};
 use crate::policy::cors::CorsPolicy;
@@ -69,6 +70,8 @@ pub(crate) struct Proxy {
     schemas: Vec<Arc<Schemas>>,
     /// Descriptor sets per route (when the route has its own).
     route_schemas: Vec<Option<Schema>>,
+    /// The WebSocket transport's settings.
+    websocket: crate::config::WebSocket,
 }
 
 impl Proxy {
@@ -120,6 +123,7 @@ impl Proxy {
             policies: RoutePolicies::new(config)?,
             observer: Arc::new(Observer::default()),
             assets: config.assets.clone(),
+            websocket: config.websocket,
         })
     }
 
@@ -166,10 +170,9 @@ impl Proxy {
         }
     }
 
-    /// Classify, route, apply the route's policies, forward. Each protocol's forwarding future
-    /// is boxed on its own: a call then holds only the state of its own protocol. The proto
-    /// paths of gRPC-Web and gRPC have nothing to wait for before the upstream request goes
-    /// out, so (on routes without policies) they are built here.
+    /// Classify, then the rest of the pipeline ([`Proxy::admit`]). A WebSocket upgrade is
+    /// answered here and continues on its socket: its call's metadata arrives in the socket's
+    /// first message, and only then is it routed and admitted (see [`websocket`]).
     fn dispatch(self: &Arc<Self>, req: Request<Incoming>, ctx: &Arc<CallContext>) -> Responding {
         let protocol = match protocol::detect(&req) {
             Ok(p) => p,
@@ -180,6 +183,22 @@ impl Proxy {
             }
         };
         ctx.set_protocol(call_protocol(&protocol));
+        if protocol == Protocol::WebSocket {
+            return ready(websocket::upgrade(self, req, ctx));
+        }
+        self.admit(protocol, req.map(CallerBody::Http), ctx)
+    }
+
+    /// Route, apply the route's policies, forward. Each protocol's forwarding future is boxed
+    /// on its own: a call then holds only the state of its own protocol. The proto paths of
+    /// gRPC-Web and gRPC have nothing to wait for before the upstream request goes out, so (on
+    /// routes without policies) they are built here.
+    fn admit(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        req: Request<CallerBody>,
+        ctx: &Arc<CallContext>,
+    ) -> Responding {
         let Some(target) = self.route(&req) else {
             let status = no_route(req.uri().path());
             ctx.set_code(status.code);
@@ -219,33 +238,25 @@ impl Proxy {
             }
         }
     }
+
     /// Forwards a classified, routed and admitted call in its protocol.
     fn forward(
         self: &Arc<Self>,
         protocol: Protocol,
         t: Target,
-        req: Request<Incoming>,
+        req: Request<CallerBody>,
         ctx: &Arc<CallContext>,
     ) -> Responding {
         match protocol {
-            Protocol::GrpcWeb(mode) => {
-                if mode.codec == Codec::Proto {
-                    return Box::pin(grpc_web::forward(self.call(t, &req, ctx), mode, None, req));
+            Protocol::GrpcWeb(mode) => self.forward_grpc_web(mode, t, req, ctx),
+            // gRPC-Web over the socket, in the mode its metadata names.
+            Protocol::WebSocket => match websocket::call_mode(req.headers()) {
+                Ok(mode) => self.forward_grpc_web(mode, t, req, ctx),
+                Err(status) => {
+                    ctx.set_code(status.code);
+                    ready(error_response(&Protocol::WebSocket, status, None))
                 }
-                let proxy = self.clone();
-                let ctx = ctx.clone();
-                Box::pin(async move {
-                    let json = match proxy.json_plan(t, req.uri().path()).await {
-                        Ok(json) => json,
-                        Err(status) => {
-                            ctx.set_code(status.code);
-                            return grpc_web::respond(&mode, Reply::error(status));
-                        }
-                    };
-                    let call = proxy.call(t, &req, &ctx);
-                    grpc_web::forward(call, mode, Some(json), req).await
-                })
-            }
+            },
             Protocol::Grpc => Box::pin(grpc::forward(self.call(t, &req, ctx), req)),
             Protocol::Connect(mode) => {
                 let timeout = match crate::protocol::connect::timeout(req.headers()) {
@@ -287,6 +298,32 @@ impl Proxy {
         }
     }
 
+    /// Forwards a gRPC-Web call; JSON ones once their schema is known.
+    fn forward_grpc_web(
+        self: &Arc<Self>,
+        mode: crate::protocol::grpc_web::Mode,
+        t: Target,
+        req: Request<CallerBody>,
+        ctx: &Arc<CallContext>,
+    ) -> Responding {
+        if mode.codec == Codec::Proto {
+            return Box::pin(grpc_web::forward(self.call(t, &req, ctx), mode, None, req));
+        }
+        let proxy = self.clone();
+        let ctx = ctx.clone();
+        Box::pin(async move {
+            let json = match proxy.json_plan(t, req.uri().path()).await {
+                Ok(json) => json,
+                Err(status) => {
+                    ctx.set_code(status.code);
+                    return grpc_web::respond(&mode, Reply::error(status));
+                }
+            };
+            let call = proxy.call(t, &req, &ctx);
+            grpc_web::forward(call, mode, Some(json), req).await
+        })
+    }
+
     /// The answer to a request refused as cross-site: `permission_denied` in the caller's
     /// protocol when it is a call, else 403.
     fn refuse_cross_site(
@@ -298,6 +335,15 @@ impl Proxy {
         let status = Status::new(Code::PermissionDenied, why);
         ctx.set_code(status.code);
         match protocol::detect(req) {
+            // A refused upgrade is never upgraded: the socket would carry the refusal.
+            Ok(Protocol::WebSocket) => {
+                ctx.set_protocol(CallProtocol::WebSocket);
+                reject(Rejection {
+                    status: http::StatusCode::FORBIDDEN,
+                    message: status.message,
+                    header: None,
+                })
+            }
             Ok(p) => {
                 ctx.set_protocol(call_protocol(&p));
                 error_response(&p, status, None)
@@ -423,17 +469,37 @@ impl Future for Handling {
         self.proxy
             .cors
             .decorate(self.origin.as_ref(), &mut parts.headers);
+        // An accepted WebSocket upgrade: the call goes on over the socket, whose session
+        // finishes (and observes) the call's own response.
+        if parts.extensions.remove::<websocket::Accepted>().is_some() {
+            parts
+                .headers
+                .insert(request_id::X_REQUEST_ID, self.ctx.request_id.clone());
+            return Poll::Ready(Ok(Response::from_parts(parts, body)));
+        }
+        let body = self.proxy.finish(&mut parts, body, &self.ctx);
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
+    }
+}
+
+impl Proxy {
+    /// The pipeline's last stage: the request id on the response, and the observe stage
+    /// (metrics and the access log) when the response body is over.
+    fn finish(
+        &self,
+        parts: &mut http::response::Parts,
+        body: BoxBody,
+        ctx: &Arc<CallContext>,
+    ) -> BoxBody {
         parts
             .headers
-            .insert(request_id::X_REQUEST_ID, self.ctx.request_id.clone());
-        self.ctx.set_http_status(parts.status);
-        // The observe stage: metrics and the access log when the response is over.
-        let body = if self.proxy.observer.is_enabled() {
-            ObservedBody::new(body, self.ctx.clone(), self.proxy.observer.clone()).boxed_unsync()
+            .insert(request_id::X_REQUEST_ID, ctx.request_id.clone());
+        ctx.set_http_status(parts.status);
+        if self.observer.is_enabled() {
+            ObservedBody::new(body, ctx.clone(), self.observer.clone()).boxed_unsync()
         } else {
             body
-        };
-        Poll::Ready(Ok(Response::from_parts(parts, body)))
+        }
     }
 }
 
@@ -444,6 +510,7 @@ fn call_protocol(p: &Protocol) -> CallProtocol {
         Protocol::GrpcWeb(_) => CallProtocol::GrpcWeb,
         Protocol::Grpc => CallProtocol::Grpc,
         Protocol::Connect(_) => CallProtocol::Connect,
+        Protocol::WebSocket => CallProtocol::WebSocket,
     }
 }
 
@@ -458,6 +525,8 @@ pub(crate) fn error_response(
         Protocol::GrpcWeb(mode) => grpc_web::respond(mode, Reply::error(status)),
         Protocol::Grpc => grpc::respond(Reply::error(status)),
         Protocol::Connect(mode) => connect::early_error(*mode, status),
+        // What the socket carries back: gRPC-Web binary (see `websocket`).
+        Protocol::WebSocket => grpc_web::respond(&websocket::reply_mode(), Reply::error(status)),
     };
     if let Some(after) = retry_after {
         let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);

@@ -83,6 +83,17 @@ pub(crate) struct ConnInfo {
     /// When the last call ended, in milliseconds since `opened`.
     idle_since_ms: AtomicU64,
     opened: Instant,
+    /// What stays taken while this lives (see [`ConnInfo::hold`]).
+    held: OnceLock<Held>,
+}
+
+/// Something kept alive with a connection's info.
+struct Held(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held")
+    }
 }
 
 impl ConnInfo {
@@ -103,7 +114,15 @@ impl ConnInfo {
             seen: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             opened: Instant::now(),
+            held: OnceLock::new(),
         }
+    }
+
+    /// Keeps `guard` until the connection's info is dropped: after its HTTP server and its
+    /// last call (every call's context holds the info). An upgraded connection (a WebSocket)
+    /// outlives its HTTP server, and stays counted as open while its call goes on.
+    pub(crate) fn hold(&self, guard: impl std::any::Any + Send + Sync) {
+        let _ = self.held.set(Held(Box::new(guard)));
     }
 
     /// Whether a request has arrived on the connection.

@@ -22,7 +22,8 @@ impl CorsPolicy {
         CorsPolicy { config, max_age }
     }
 
-    fn allows(&self, origin: &HeaderValue) -> bool {
+    /// Whether `origin` is on the allowlist.
+    pub(crate) fn allows(&self, origin: &HeaderValue) -> bool {
         match &self.config.allow_origins {
             AllowOrigins::Any => true,
             AllowOrigins::List(list) => list.iter().any(|o| o.as_bytes() == origin.as_bytes()),

@@ -6,6 +6,7 @@ pub mod connect;
 pub mod grpc;
 pub mod grpc_web;
 pub mod json;
+pub mod websocket;
 
 use http::{header, Method, Request, StatusCode, Version};
 
@@ -27,6 +28,9 @@ pub enum Protocol {
     Grpc,
     /// Connect unary (POST or GET) or streaming.
     Connect(connect::Mode),
+    /// improbable-eng's gRPC-Web over a WebSocket (`grpc-websockets`): the upgrade, whose
+    /// metadata and messages arrive on the socket.
+    WebSocket,
 }
 
 /// A request that is not a call we can take, with the plain HTTP answer it gets.
@@ -54,6 +58,10 @@ const ACCEPTED_TYPES: &str = "application/proto, application/json, application/c
 
 /// Classifies a request by method, HTTP version and `content-type`.
 pub fn detect<B>(req: &Request<B>) -> Result<Protocol, Rejection> {
+    // A WebSocket upgrade has no content type: it is one by its method and upgrade headers.
+    if let Some(upgrade) = websocket::classify(req) {
+        return upgrade.map(|()| Protocol::WebSocket);
+    }
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -219,6 +227,12 @@ mod tests {
             detect(&req(Method::PUT, h1, Some("application/proto"))).map_err(|r| r.status),
             Err(StatusCode::METHOD_NOT_ALLOWED)
         );
+        let ws = Request::get("/a.B/C")
+            .header(header::UPGRADE, "websocket")
+            .header("sec-websocket-protocol", "grpc-websockets")
+            .body(())
+            .unwrap_or_default();
+        assert_eq!(detect(&ws), Ok(Protocol::WebSocket));
         let get = Request::get("/a.B/C?connect=v1&encoding=proto&message=x")
             .body(())
             .unwrap_or_default();

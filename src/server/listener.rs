@@ -136,6 +136,8 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .initial_connection_window_size(16 << 20)
         .max_frame_size(64 << 10)
         .max_concurrent_streams(limits.max_concurrent_streams)
+        // RFC 8441: WebSockets over HTTP/2 (extended CONNECT).
+        .enable_connect_protocol()
         .keep_alive_interval(Duration::from_secs(60))
         .keep_alive_timeout(Duration::from_secs(20));
     b
@@ -213,9 +215,13 @@ async fn connection(
     let _ = tcp.set_nodelay(true);
     let state = slot.0.clone();
     let tls = state.tls.load_full();
+    // The open-connection count and shutdown's wait last as long as the connection's info:
+    // past the HTTP server when a WebSocket upgrade took the connection over.
+    let holds = (slot, shared.connections.token());
     match tls {
         None => {
             let info = ConnInfo::new(peer, state.name.clone(), false, None, None);
+            info.hold(holds);
             serve(Linger::new(tcp), info, &state, &shared, &builder, &limits).await;
         }
         Some(acceptor) => {
@@ -229,6 +235,7 @@ async fn connection(
                         identity,
                         state.identity_header.clone(),
                     );
+                    info.hold(holds);
                     serve(
                         Linger::new(stream),
                         info,
@@ -244,7 +251,6 @@ async fn connection(
             }
         }
     }
-    drop(slot);
 }
 
 async fn serve<I>(
@@ -265,7 +271,8 @@ async fn serve<I>(
         let proxy = current.current.load_full();
         proxy.handle(req, &conn_info)
     });
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    // With upgrades: an HTTP/1.1 WebSocket takes the connection over.
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut drain = shared.drain.subscribe();
     let mut stop = state.stop.clone();

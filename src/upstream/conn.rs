@@ -175,7 +175,7 @@ fn send_frame(
         // The caller's body failed (it went away, or sent something malformed): the call is
         // over upstream too.
         Some(Err(_)) => {
-            send.send_reset(Reason::CANCEL);
+            send.send_reset(CUT_SHORT);
             Some(Pumped::Done)
         }
         None => {
@@ -184,6 +184,12 @@ fn send_frame(
         }
     }
 }
+
+/// How a request stream that will not be finished is reset. Not `CANCEL`: tonic's decoder
+/// (and so every tonic server) reads a request stream reset with `CANCEL` as its clean end, so
+/// a client-streaming handler would take an upload cut short for a complete one. Every gRPC
+/// server reads `INTERNAL_ERROR` as a failed stream.
+const CUT_SHORT: Reason = Reason::INTERNAL_ERROR;
 
 /// Pipes the rest of a request body, one chunk at a time as send capacity allows, so at most
 /// one chunk per stream waits in h2's buffer.
@@ -202,7 +208,7 @@ impl Future for Pipe {
         let this = &mut *self;
         // The call is over (its response side dropped) or the upstream reset the stream.
         if Pin::new(&mut this.cancelled).poll(cx).is_ready() {
-            this.send.send_reset(Reason::CANCEL);
+            this.send.send_reset(CUT_SHORT);
             return Poll::Ready(());
         }
         if this.send.poll_reset(cx).is_ready() {

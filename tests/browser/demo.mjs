@@ -1,5 +1,6 @@
 // Drives the demo page in headless Chromium (the Debian `chromium` package, never a downloaded
-// browser) through playwright-core: every panel in every protocol, asserting what the page shows.
+// browser) through playwright-core: every panel in every protocol, asserting what the page shows
+// (the chat and upload panels call over a WebSocket, with the real @improbable-eng/grpc-web).
 // Prints one PASS/FAIL line per check and exits non-zero if any failed.
 //
 //   node tests/browser/demo.mjs --url http://127.0.0.1:8080/ --screenshot out.png \
@@ -75,9 +76,10 @@ async function expectSummary(page, panel, status) {
   const latency = await text(page, tid(`latency-${panel}`));
   expect(/^\d+(\.\d)? ms$/.test(latency), `latency shows "${latency}"`);
   const bytes = await text(page, tid(`bytes-${panel}`));
-  const m = /^↑ (\d+) B · ↓ (\d+) B$/.exec(bytes);
+  const m = /^↑ ([\d.]+) (B|KiB) · ↓ ([\d.]+) (B|KiB)$/.exec(bytes);
   expect(m !== null, `bytes show "${bytes}"`);
-  return { sent: Number(m[1]), received: Number(m[2]) };
+  const size = (n, unit) => Math.round(Number(n) * (unit === "KiB" ? 1024 : 1));
+  return { sent: size(m[1], m[2]), received: size(m[3], m[4]) };
 }
 
 async function kv(page, id) {
@@ -155,6 +157,48 @@ async function exercise(page, p) {
     const timeout = await text(page, tid("timeout-deadline"));
     expect(timeout.startsWith(p.timeout), `deadline header "${timeout}", expected ${p.timeout}…`);
   });
+
+  await check(at("chat (bidi over WebSocket)"), async () => {
+    // Each answer is on the page before the next message goes: one call, both ways at once.
+    const lines = ["Hello!", `from ${p.id}`, "bye"];
+    for (const [i, line] of lines.entries()) {
+      await page.fill(tid("input-chat-text"), line);
+      await page.click(tid("run-chat"));
+      await page.waitForFunction(
+        ([sel, n]) => document.querySelectorAll(sel).length === n,
+        [`${tid("result-chat")}[data-state="running"][data-protocol="${p.id}"] ${tid("chat-echo")}`, i + 1],
+        { timeout: STEP_TIMEOUT },
+      );
+    }
+    const echoes = await page.locator(`${tid("chat-echo")} .text`).allInnerTexts();
+    expect(echoes.join("|") === lines.map((l) => `echo: ${l}`).join("|"), `echoes ${JSON.stringify(echoes)}`);
+    await page.click(tid("end-chat"));
+    await page.waitForSelector(`${tid("result-chat")}[data-state="done"][data-protocol="${p.id}"]`, { timeout: STEP_TIMEOUT });
+    const { sent, received } = await expectSummary(page, "chat", "ok");
+    expect(sent > 0 && received > 0, `bytes on the wire: ${sent} sent, ${received} received`);
+    const wire = await text(page, tid("wire-chat"));
+    expect(wire === "WebSocket grpc-websockets → HTTP 101", `wire shows "${wire}"`);
+  });
+
+  await check(at("upload (client stream over WebSocket)"), async () => {
+    await page.fill(tid("input-upload-chunks"), "12");
+    await page.fill(tid("input-upload-size"), "8");
+    await page.click(tid("run-upload"));
+    // The counter moves while the call is open.
+    await page.waitForFunction(
+      (sel) => {
+        const el = document.querySelector(sel);
+        const n = Number(el?.textContent?.split(" / ")[0]);
+        return n > 0 && n < 12;
+      },
+      `${tid("result-upload")}[data-state="running"] ${tid("upload-count")}`,
+      { timeout: STEP_TIMEOUT },
+    );
+    await page.waitForSelector(`${tid("result-upload")}[data-state="done"][data-protocol="${p.id}"]`, { timeout: STEP_TIMEOUT });
+    await expectSummary(page, "upload", "ok");
+    const payload = JSON.parse(await text(page, tid("payload-upload")));
+    expect(payload.chunks === 12 && payload.bytes === String(12 * 8 * 1024), `payload ${JSON.stringify(payload)}`);
+  });
 }
 
 const userDataDir = await mkdtemp(join(tmpdir(), "switchboard-chromium-"));
@@ -202,10 +246,22 @@ try {
     await page.fill(tid("input-metadata-value"), "ada");
     await page.fill(tid("input-deadline-timeout"), "500");
     await page.click(tid("run-all"));
-    for (const panel of ["unary", "stream", "error", "metadata", "deadline"]) {
+    await page.fill(tid("input-upload-chunks"), "20");
+    await page.fill(tid("input-upload-size"), "16");
+    for (const panel of ["unary", "stream", "error", "metadata", "deadline", "upload"]) {
       await page.waitForSelector(`${tid(`result-${panel}`)}[data-state="done"][data-protocol="connect-json"]`, { timeout: STEP_TIMEOUT });
     }
     await page.waitForSelector(`${tid("run-all")}:not([disabled])`, { timeout: STEP_TIMEOUT });
+    // And a chat left open, for the picture.
+    for (const [i, line] of ["Hello!", "Anyone there?"].entries()) {
+      await page.fill(tid("input-chat-text"), line);
+      await page.click(tid("run-chat"));
+      await page.waitForFunction(
+        ([sel, n]) => document.querySelectorAll(sel).length === n,
+        [`${tid("result-chat")} ${tid("chat-echo")}`, i + 1],
+        { timeout: STEP_TIMEOUT },
+      );
+    }
   });
   if (args.screenshot) {
     await page.screenshot({ path: args.screenshot, fullPage: true });

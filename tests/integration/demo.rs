@@ -263,7 +263,7 @@ fn demo_command_prints_its_url_and_stops_on_ctrl_c() {
 // --- Node: the page's build and the browser ----------------------------------------------------
 
 /// True when node and every `needed` path are there (see [`may_run`]).
-fn prerequisites(what: &str, needed: &[(&Path, &str)]) -> bool {
+pub(crate) fn prerequisites(what: &str, needed: &[(&Path, &str)]) -> bool {
     may_run(what, node_missing(needed))
 }
 

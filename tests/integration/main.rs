@@ -2,6 +2,7 @@
 
 mod support;
 
+mod browser_streams;
 mod config;
 mod connect;
 mod cors;
@@ -13,3 +14,4 @@ mod grpc_web;
 mod interop;
 mod json;
 mod matrix;
+mod websocket;

@@ -7,7 +7,9 @@
 //!   on an ephemeral loopback port, print it as their first line of stdout (the readiness
 //!   signal) and exit when their stdin closes; they are killed when dropped.
 //! - Clients and call types: `tests/interop/matrix.mjs`, run once per backend (all three at
-//!   once), which prints one `CELL <client> <call> PASS|FAIL <detail>` line per cell.
+//!   once), which prints one `CELL <client> <call> PASS|FAIL <detail>` line per cell; then
+//!   `tests/browser/improbable.mjs` per backend, the `improbable-ws` row again in headless
+//!   Chromium (the browser's own WebSocket), printing the same lines.
 //!
 //! The whole matrix is printed to stderr as a table (past the test harness's capture, so it
 //! shows in every test log), then every cell must have passed. Without the npm or Python
@@ -17,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -33,7 +35,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const BACKENDS: [&str; 3] = ["tonic", "grpc-js", "grpcio"];
 
 /// The files the test needs from `npm ci` in tests/interop.
-const NODE_PACKAGES: [&str; 8] = [
+const NODE_PACKAGES: [&str; 9] = [
     "@connectrpc/connect-node/package.json",
     "@bufbuild/buf/package.json",
     "@grpc/grpc-js/package.json",
@@ -42,6 +44,7 @@ const NODE_PACKAGES: [&str; 8] = [
     "xhr2/package.json",
     "@improbable-eng/grpc-web/package.json",
     "@improbable-eng/grpc-web-node-http-transport/package.json",
+    "ws/package.json",
 ];
 /// What the grpcio backend imports (tests/interop/requirements.txt).
 const PYTHON_CHECK: &str =
@@ -79,6 +82,19 @@ async fn interop_matrix() {
     let mut outputs = Vec::new();
     for run in runs {
         outputs.push(run.await.expect("runner thread panicked"));
+    }
+    // Chromium, one backend at a time (a browser each is enough load for two cores).
+    for (proxy, out) in proxies.iter().zip(outputs.iter_mut()) {
+        let url = proxy.url.trim_end_matches('/').to_owned();
+        let browser = tokio::task::spawn_blocking(move || run_browser_script(&url))
+            .await
+            .expect("runner thread panicked");
+        out.stdout.push_str(&browser.stdout);
+        out.stderr.push_str(&browser.stderr);
+        if !browser.success {
+            out.success = false;
+            out.status = format!("improbable.mjs: {}", browser.status);
+        }
     }
 
     let mut matrix = Matrix::default();
@@ -289,6 +305,17 @@ fn missing_prerequisites() -> Option<String> {
             dir.display(),
             missing_npm.join(", ")
         ))
+    } else if !Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser/node_modules/playwright-core/package.json")
+        .is_file()
+    {
+        Some("playwright-core is not installed in tests/browser".to_owned())
+    } else if !Path::new(
+        &std::env::var_os("CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into()),
+    )
+    .exists()
+    {
+        Some("Chromium is not installed (Debian: apt-get install chromium; or set CHROMIUM)".to_owned())
     } else if !runs("python3", &["-c", PYTHON_CHECK]) {
         Some(
             "the Python packages of the grpcio backend (tests/interop/requirements.txt) are not \
@@ -297,6 +324,23 @@ fn missing_prerequisites() -> Option<String> {
         )
     } else {
         None
+    }
+}
+
+/// Runs `node tests/browser/improbable.mjs` (headless Chromium) against one proxy.
+fn run_browser_script(url: &str) -> Output {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let out = support::process::run(
+        "node",
+        &["improbable.mjs", "--url", url],
+        &dir,
+        SCRIPT_TIMEOUT,
+    );
+    Output {
+        success: out.success,
+        status: out.status,
+        stdout: out.stdout,
+        stderr: out.stderr,
     }
 }
 

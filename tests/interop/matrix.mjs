@@ -15,8 +15,11 @@
 //   connect-node/grpc-web  @connectrpc/connect-node, gRPC-Web, protobuf binary
 //   grpc-web               Google's grpc-web (GrpcWebClientBase, grpcwebtext) over xhr2
 //   improbable             @improbable-eng/grpc-web with its Node HTTP transport
+//   improbable-ws          @improbable-eng/grpc-web with its WebSocket transport (grpc-websockets;
+//                          the WebSocket is the `ws` package's), every call type
 //   buf-curl               buf curl --protocol grpcweb
-// Call types: unary, server-stream, error-details, metadata, deadline.
+// Call types: unary, server-stream, client-stream, bidi, error-details, metadata, deadline; a
+// client without a way to make a call type (client streams over HTTP/1.1) has no such cell.
 //
 // No generated code: every client is handed serializers over the messages of the descriptor
 // set that build.rs writes. Exit status: 0 when every cell passed, 1 when any failed, 2 on bad
@@ -49,6 +52,9 @@ const require = createRequire(import.meta.url);
 const grpcWeb = require("grpc-web");
 const { grpc: improbable } = require("@improbable-eng/grpc-web");
 const { NodeHttpTransport } = require("@improbable-eng/grpc-web-node-http-transport");
+// The improbable WebSocket transport opens `new WebSocket(url, ["grpc-websockets"])`, as in a
+// browser; in Node that is the `ws` package's.
+globalThis.WebSocket = require("ws");
 // Google's grpc-web calls through XMLHttpRequest, which Node does not have: xhr2's, recording
 // the content type of each response, so the grpc-web cells can check they got the text format.
 let lastXhrContentType;
@@ -74,7 +80,7 @@ const DEADLINE_MS = 200;
 const BUF_DEADLINE_MS = 1000;
 const META_IN = { "x-header-a": "alpha", "x-trailer-b": "beta" };
 
-const CALLS = ["unary", "server-stream", "error-details", "metadata", "deadline"];
+const CALLS = ["unary", "server-stream", "client-stream", "bidi", "error-details", "metadata", "deadline"];
 
 // ---- connect-node (Connect and gRPC-Web transports) ----------------------------------------
 
@@ -228,6 +234,8 @@ function checkNoError(err) {
 
 /** MethodDefinition for `method`, with message "classes" over @bufbuild/protobuf. */
 function improbableMethod(ctx, method) {
+  const requestStream = method === "ClientStream" || method === "Bidi";
+  const responseStream = method === "ServerStream" || method === "Bidi";
   const { EchoRequest, EchoResponse } = ctx;
   class Request {
     constructor(fields = {}) {
@@ -261,8 +269,8 @@ function improbableMethod(ctx, method) {
     def: {
       methodName: method,
       service: { serviceName: SERVICE },
-      requestStream: false,
-      responseStream: method === "ServerStream",
+      requestStream,
+      responseStream,
       requestType: Request,
       responseType: Response,
     },
@@ -326,6 +334,95 @@ const IMPROBABLE = {
     async deadline(ctx, signal) {
       // The library has no deadline option: the caller sends grpc-timeout itself.
       const r = await improbableCall(ctx, "Unary", SLOW, { "grpc-timeout": `${DEADLINE_MS}m` }, signal);
+      checkEq(improbable.Code[r.code], "DeadlineExceeded", `code (message ${JSON.stringify(r.message)})`);
+      return { info: `message ${JSON.stringify(r.message)}` };
+    },
+  },
+};
+
+// ---- @improbable-eng/grpc-web (WebSocket transport) -----------------------------------------
+
+/**
+ * One call with grpc.client over grpc.WebsocketTransport(): sends `requests` (each after the
+ * previous answer when `conversation`), then finishes sending. Resolves to
+ * { code, message, headers, messages, trailers }.
+ */
+function improbableWsCall(ctx, method, requests, metadata, signal, { conversation = false } = {}) {
+  const { def, Request } = improbableMethod(ctx, method);
+  return new Promise((resolve) => {
+    const out = { code: undefined, message: undefined, headers: undefined, messages: [], trailers: undefined };
+    const client = improbable.client(def, { host: ctx.url, transport: improbable.WebsocketTransport() });
+    let next = 0;
+    const sendNext = () => {
+      if (next < requests.length) client.send(new Request(requests[next++]));
+      if (next === requests.length) {
+        next++;
+        client.finishSend();
+      }
+    };
+    client.onHeaders((h) => (out.headers = h));
+    client.onMessage((m) => {
+      out.messages.push(m.message);
+      if (conversation) sendNext();
+    });
+    client.onEnd((code, message, trailers) => {
+      Object.assign(out, { code, message, trailers });
+      resolve(out);
+    });
+    client.start(new improbable.Metadata(metadata));
+    if (conversation) {
+      sendNext();
+    } else {
+      while (next <= requests.length) sendNext();
+    }
+    signal.addEventListener("abort", () => client.close());
+  });
+}
+
+const IMPROBABLE_WS = {
+  name: "improbable-ws",
+  calls: {
+    async unary(ctx, signal) {
+      const r = await improbableWsCall(ctx, "Unary", [{ message: "hello" }], {}, signal);
+      checkImprobableOk(r);
+      checkEq(r.messages.map((m) => m.message), ["hello"], "messages");
+    },
+    async "server-stream"(ctx, signal) {
+      const r = await improbableWsCall(ctx, "ServerStream", [{ message: "s", count: 3 }], {}, signal);
+      checkImprobableOk(r);
+      checkEq(r.messages.map((m) => [m.message, m.index]), [["s", 0], ["s", 1], ["s", 2]], "stream");
+    },
+    async "client-stream"(ctx, signal) {
+      const payloads = [new Uint8Array([1, 2]), new Uint8Array([]), new Uint8Array([3])];
+      const requests = ["a", "b", "c"].map((message, i) => ({ message, payload: payloads[i] }));
+      const r = await improbableWsCall(ctx, "ClientStream", requests, {}, signal);
+      checkImprobableOk(r);
+      checkEq(r.messages.map((m) => m.message), ["a,b,c"], "joined messages");
+      checkEq(Array.from(r.messages[0]?.payload ?? []), [1, 2, 3], "payloads");
+    },
+    async bidi(ctx, signal) {
+      // A conversation: each message goes out after the answer to the previous one.
+      const requests = ["b0", "b1", "b2", "b3"].map((message) => ({ message }));
+      const r = await improbableWsCall(ctx, "Bidi", requests, { "x-header-h": "bidi" }, signal, { conversation: true });
+      checkImprobableOk(r);
+      checkEq(r.messages.map((m) => [m.message, m.index]), requests.map((q, i) => [q.message, i]), "answers");
+      checkEq(r.headers?.get("x-header-h"), ["bidi"], "response header x-header-h");
+    },
+    async "error-details"(ctx, signal) {
+      const r = await improbableWsCall(ctx, "Unary", [{ message: "x", error: ERROR }], {}, signal);
+      checkEq(improbable.Code[r.code], "InvalidArgument", "code");
+      checkEq(r.message, "bad input", "message");
+      checkStatusDetailsBin(r.trailers?.get("grpc-status-details-bin")[0], "trailers");
+    },
+    async metadata(ctx, signal) {
+      const r = await improbableWsCall(ctx, "Unary", [{ message: "meta" }], { ...META_IN }, signal);
+      checkImprobableOk(r);
+      checkEq(r.messages[0]?.metadata["x-header-a"], "alpha", "backend saw request header x-header-a");
+      checkEq(r.headers?.get("x-header-a"), ["alpha"], "response header x-header-a");
+      checkEq(r.trailers?.get("x-trailer-b"), ["beta"], "trailer x-trailer-b");
+    },
+    async deadline(ctx, signal) {
+      const r = await improbableWsCall(ctx, "Unary", [SLOW], { "grpc-timeout": `${DEADLINE_MS}m` }, signal);
       checkEq(improbable.Code[r.code], "DeadlineExceeded", `code (message ${JSON.stringify(r.message)})`);
       return { info: `message ${JSON.stringify(r.message)}` };
     },
@@ -489,12 +586,13 @@ const CLIENTS = [
   ),
   GRPC_WEB,
   IMPROBABLE,
+  IMPROBABLE_WS,
   BUF_CURL,
 ];
 
 function allCells() {
   return CLIENTS.flatMap((client) =>
-    CALLS.map((call) => ({ client: client.name, call, run: client.calls[call] })),
+    CALLS.filter((call) => client.calls[call]).map((call) => ({ client: client.name, call, run: client.calls[call] })),
   );
 }
 

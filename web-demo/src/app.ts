@@ -1,26 +1,34 @@
-// The demo page: a protocol selector and five panels (unary, server stream, error with details,
-// metadata, deadline). Every result shows its status, latency, bytes on the wire and payload.
+// The demo page: a protocol selector and seven panels (unary, server stream, error with
+// details, metadata, deadline, and over a WebSocket a bidi chat and a client-stream upload).
+// Every result shows its status, latency, bytes on the wire and payload.
 // Elements carry data-testid attributes for tests/browser/demo.mjs; a result's data-state is
 // "idle", "running" or "done", and data-protocol names the protocol of the call it shows.
 
 import { create, toJsonString, type Message } from "@bufbuild/protobuf";
 
 import {
+  ChatRequestSchema,
   CountdownRequestSchema,
   DemoService,
   GreetRequestSchema,
   SlowRequestSchema,
+  UploadRequestSchema,
+  type ChatResponse,
   type CountdownResponse,
   type GreetResponse,
+  type UploadResponse,
 } from "./gen/switchboard/demo/v1/demo_pb";
 import { call, PROTOCOLS, type CallRequest, type CallResult, type ProtocolId } from "./protocols";
+import { openSocket, type SocketCall } from "./websocket";
 
-type PanelId = "unary" | "stream" | "error" | "metadata" | "deadline";
-const PANELS: readonly PanelId[] = ["unary", "stream", "error", "metadata", "deadline"];
+type PanelId = "unary" | "stream" | "error" | "metadata" | "deadline" | "chat" | "upload";
+const PANELS: readonly PanelId[] = ["unary", "stream", "error", "metadata", "deadline", "chat", "upload"];
+/** What "Run all" runs: every panel but the chat, which waits for someone to type. */
+const RUN_ALL: readonly PanelId[] = ["unary", "stream", "error", "metadata", "deadline", "upload"];
 
 let protocol: ProtocolId = "connect-json";
 /** Bumped per panel on every run and protocol change, so a stale call never draws. */
-const generation: Record<PanelId, number> = { unary: 0, stream: 0, error: 0, metadata: 0, deadline: 0 };
+const generation: Record<PanelId, number> = { unary: 0, stream: 0, error: 0, metadata: 0, deadline: 0, chat: 0, upload: 0 };
 
 // --- DOM helpers ---------------------------------------------------------------------------------
 
@@ -178,6 +186,9 @@ async function run(panel: PanelId): Promise<void> {
       case "deadline":
         await runDeadline(Number(field("deadline", "sleep")), Number(field("deadline", "deadline")) || 1, current);
         break;
+      case "upload":
+        await runUpload(Number(field("upload", "chunks")) || 1, Number(field("upload", "size")) || 1, current);
+        break;
     }
   } finally {
     if (current()) runButton(panel).disabled = false;
@@ -277,6 +288,94 @@ async function runDeadline(sleepMs: number, timeoutMs: number, current: () => bo
   ]);
 }
 
+// --- Over a WebSocket: chat (bidi) and upload (client stream) -----------------------------------
+
+/** The open chat, if any: its call, its message list and when it started. */
+let chat: { call: SocketCall; list: HTMLElement; start: number; gen: number } | null = null;
+
+function chatLine(who: "you" | "echo", text: string, index?: number): HTMLElement {
+  return h(
+    "li",
+    { class: `chat-${who}`, testid: `chat-${who}` },
+    h("span", { class: "label" }, who === "you" ? "you" : `#${index ?? 0}`),
+    h("span", { class: "text" }, text),
+  );
+}
+
+/** Sends one chat message, opening the chat (one bidi call) first if none is open. */
+function sendChat(text: string): void {
+  if (chat === null) {
+    const gen = generation.chat;
+    const list = h("ol", { class: "chat", testid: "chat-messages" });
+    running("chat", "");
+    resultEl("chat").replaceChildren(summary("chat", undefined, undefined), list);
+    const socket = openSocket(DemoService.method.chat, {}, (m) => {
+      if (generation.chat !== gen) return;
+      const answer = m as ChatResponse;
+      list.append(chatLine("echo", answer.text, answer.index));
+    });
+    chat = { call: socket, list, start: performance.now(), gen };
+    (endChatButton()).disabled = false;
+    void socket.result.then((result) => {
+      if (generation.chat !== gen || chat === null) return;
+      const { list: l, start } = chat;
+      chat = null;
+      endChatButton().disabled = true;
+      done("chat", result, performance.now() - start, [l]);
+    });
+  }
+  chat.list.append(chatLine("you", text));
+  chat.call.send(create(ChatRequestSchema, { text }));
+  const input = $('[data-panel="chat"] [name="text"]') as HTMLInputElement;
+  input.select();
+}
+
+function endChatButton(): HTMLButtonElement {
+  return $('[data-testid="end-chat"]') as HTMLButtonElement;
+}
+
+/** Ends the chat: the client finishes sending, the service ends the call. */
+function endChat(): void {
+  chat?.call.finish();
+}
+
+/** Drops an open chat (the socket closes, which cancels the call upstream). */
+function closeChat(): void {
+  chat?.call.cancel();
+  chat = null;
+  endChatButton().disabled = true;
+}
+
+async function runUpload(chunks: number, sizeKiB: number, current: () => boolean): Promise<void> {
+  running("upload", "Uploading…");
+  const bar = h("div", { class: "bar" });
+  const progress = h("div", { class: "progress", testid: "upload-progress" }, bar);
+  const count = h("span", { class: "count", testid: "upload-count" }, `0 / ${chunks}`);
+  resultEl("upload").replaceChildren(summary("upload", undefined, undefined), h("div", { class: "stream-head" }, progress, count));
+  let response: UploadResponse | undefined;
+  const start = performance.now();
+  const socket = openSocket(DemoService.method.upload, {}, (m) => (response = m as UploadResponse));
+  const chunk = new Uint8Array(sizeKiB * 1024).fill(0x2a);
+  for (let i = 1; i <= chunks && current(); i++) {
+    socket.send(create(UploadRequestSchema, { chunk }));
+    count.textContent = `${i} / ${chunks}`;
+    bar.style.width = `${(i / chunks) * 100}%`;
+    // Paced, so the counter is seen to move; each chunk is on its way at once.
+    await new Promise((r) => setTimeout(r, 40));
+  }
+  if (!current()) {
+    socket.cancel();
+    return;
+  }
+  socket.finish();
+  const result = await socket.result;
+  if (!current()) return;
+  done("upload", result, performance.now() - start, [
+    h("div", { class: "stream-head" }, progress, count),
+    response ? h("pre", { testid: "payload-upload" }, json(DemoService.method.upload.output, response)) : null,
+  ]);
+}
+
 // --- Protocol selector -----------------------------------------------------------------------
 
 function selectProtocol(id: ProtocolId): void {
@@ -290,6 +389,7 @@ function selectProtocol(id: ProtocolId): void {
   $('[data-testid="protocol-content-type"]').textContent = p.contentType;
   $('[data-testid="protocol-library"]').textContent = p.library;
   document.body.dataset["protocol"] = id;
+  closeChat();
   for (const panel of PANELS) {
     generation[panel]++;
     idle(panel);
@@ -304,14 +404,17 @@ function init(): void {
   for (const panel of PANELS) {
     $(`[data-panel="${panel}"] form`).addEventListener("submit", (e) => {
       e.preventDefault();
-      void run(panel);
+      // The chat stays open across sends; each send is one more message on the same call.
+      if (panel === "chat") sendChat(field("chat", "text"));
+      else void run(panel);
     });
   }
+  endChatButton().addEventListener("click", endChat);
   const all = $('[data-testid="run-all"]') as HTMLButtonElement;
   all.addEventListener("click", async () => {
     all.disabled = true;
     try {
-      for (const panel of PANELS) await run(panel);
+      for (const panel of RUN_ALL) await run(panel);
     } finally {
       all.disabled = false;
     }

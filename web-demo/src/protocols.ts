@@ -211,7 +211,7 @@ function callGrpcWebText(req: CallRequest, meter: Meter): Promise<CallResult> {
 }
 
 /** Details from the `grpc-status-details-bin` trailer (a google.rpc.Status), as grpc-web has no API for them. */
-function grpcWebDetails(metadata: grpcWeb.Metadata): Detail[] {
+export function grpcWebDetails(metadata: grpcWeb.Metadata): Detail[] {
   const bin = metadata["grpc-status-details-bin"];
   if (!bin) return [];
   try {
@@ -246,7 +246,7 @@ export function codeName(code: Code): string {
 }
 
 /** The `x-demo-*` entries of a header set, sorted by name. */
-function demoHeaders(h: Headers | grpcWeb.Metadata): Record<string, string> {
+export function demoHeaders(h: Headers | grpcWeb.Metadata): Record<string, string> {
   const out: Record<string, string> = {};
   const entries: [string, string][] = h instanceof Headers ? [...h.entries()] : Object.entries(h);
   for (const [k, v] of entries.sort(([a], [b]) => a.localeCompare(b))) {

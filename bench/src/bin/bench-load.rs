@@ -9,7 +9,9 @@
 //! `--rpc stream` loops ServerStream calls of `--count` messages of `--size` bytes and counts
 //! messages as they arrive; `--rpc idle` opens `--streams` server streams over HTTP/2 that
 //! receive one message and then stay open, and reports the RSS of the watched processes
-//! before, with, and after them; `--rpc check` makes one unary and one stream call.
+//! before, with, and after them; `--rpc check` makes one unary and one stream call;
+//! `--rpc bidi --bidi ws|connect` holds `--concurrency` Bidi echo conversations (WebSocket, or
+//! Connect over HTTP/2; see `switchboard_bench::bidi`) and counts echoed messages as calls.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -48,6 +50,7 @@ struct Args {
     duration: f64,
     pids: Vec<(String, u32)>,
     streams: usize,
+    bidi: switchboard_bench::bidi::Way,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -64,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
         duration: 5.0,
         pids: Vec::new(),
         streams: 10_000,
+        bidi: switchboard_bench::bidi::Way::WebSocket,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -77,6 +81,11 @@ fn parse_args() -> Result<Args, String> {
             }
             "--http" => a.http1 = val()? == "1",
             "--rpc" => a.rpc = val()?,
+            "--bidi" => {
+                let v = val()?;
+                a.bidi =
+                    switchboard_bench::bidi::Way::parse(&v).ok_or(format!("unknown --bidi {v}"))?
+            }
             "--size" => a.size = num(val()?)? as usize,
             "--count" => a.count = num(val()?)? as u32,
             "--concurrency" => a.concurrency = num(val()?)? as usize,
@@ -330,6 +339,92 @@ async fn open_conns(a: &Args) -> Result<Vec<Sender>, String> {
         conns.push(connect(&a.target, a.http1).await?);
     }
     Ok(conns)
+}
+
+/// Bidi echo: messages per second and round-trip latency per message.
+async fn bidi(a: &Args, out: &mut Output) -> Result<(), String> {
+    let shared = Arc::new(Shared::default());
+    let mut workers = Vec::new();
+    for _ in 0..a.concurrency {
+        let shared = shared.clone();
+        let (way, target, size) = (a.bidi, a.target.clone(), a.size);
+        workers.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            while shared.phase() != STOP {
+                let result = switchboard_bench::bidi::converse(
+                    way,
+                    &target,
+                    size,
+                    || shared.phase() != STOP,
+                    |rtt| {
+                        if shared.phase() == MEASURE {
+                            shared.calls.fetch_add(1, Ordering::Relaxed);
+                            let _ = hist.record((rtt.as_micros() as u64).clamp(1, 60_000_000));
+                        }
+                    },
+                )
+                .await;
+                if let Err(e) = result {
+                    if shared.phase() != STOP {
+                        shared.error(e);
+                        // Do not spin on a refused connection.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            hist
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
+    let cpu0 = cpu_now(&a.pids);
+    let self0 = procfs::cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let busy0 = procfs::machine_busy_seconds().unwrap_or(0.0);
+    let t0 = Instant::now();
+    shared.phase.store(MEASURE, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
+    shared.phase.store(STOP, Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = cpu_now(&a.pids);
+    let self1 = procfs::cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let busy1 = procfs::machine_busy_seconds().unwrap_or(0.0);
+    out.rss_kib = rss_now(&a.pids);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for w in workers {
+        if let Ok(Ok(h)) = tokio::time::timeout_at(deadline, w).await {
+            let _ = hist.add(h);
+        }
+    }
+    out.secs = secs;
+    out.calls = shared.calls.load(Ordering::Relaxed);
+    out.messages = out.calls;
+    out.errors = shared.errors.load(Ordering::Relaxed);
+    out.first_error = shared
+        .first_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    out.rps = out.calls as f64 / secs;
+    out.mb_per_s = out.calls as f64 * a.size as f64 / secs / 1e6;
+    if !hist.is_empty() {
+        out.p50_us = hist.value_at_quantile(0.50) as f64;
+        out.p99_us = hist.value_at_quantile(0.99) as f64;
+    }
+    out.cpu_s = cpu1
+        .iter()
+        .map(|(n, v)| (n.clone(), v - cpu0.get(n).copied().unwrap_or(0.0)))
+        .collect();
+    out.loadgen_cpu_s = self1 - self0;
+    let watched: f64 = out.cpu_s.values().sum();
+    out.other_cpu_s = (busy1 - busy0 - watched - out.loadgen_cpu_s).max(0.0);
+    out.ok = out.calls > 0;
+    if !out.ok && out.error.is_none() {
+        out.error = out
+            .first_error
+            .clone()
+            .or(Some("no message was echoed".into()));
+    }
+    Ok(())
 }
 
 /// Unary or stream throughput.
@@ -648,6 +743,7 @@ fn main() {
                 "idle" => idle(&args, &mut out).await,
                 "burst-h1" => burst_h1(&args, &mut out).await,
                 "check" => check(&args, &mut out).await,
+                "bidi" => bidi(&args, &mut out).await,
                 other => Err(format!("unknown --rpc {other}")),
             }
         };

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{stream, Stream, StreamExt as _};
+use futures_util::{stream, Stream};
 use http::{HeaderMap, Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
@@ -88,6 +88,10 @@ pub(crate) struct BackendState {
     pub(crate) sent: Counter,
     /// Calls that were dropped before they finished (caller cancelled or reset the stream).
     pub(crate) cancellations: Counter,
+    /// Request messages read by ClientStream and Bidi, as each arrives.
+    pub(crate) received: Counter,
+    /// ClientStream calls that read their request stream to its end.
+    pub(crate) uploads: Counter,
     /// Permits for [`GATED`] streams: one per message after the first.
     pub(crate) gate: Semaphore,
     /// Headers of the most recent request.
@@ -103,6 +107,8 @@ impl Default for BackendState {
             calls: Counter::default(),
             sent: Counter::default(),
             cancellations: Counter::default(),
+            received: Counter::default(),
+            uploads: Counter::default(),
             gate: Semaphore::new(0),
             last_headers: Mutex::new(None),
             kills: Counter::default(),
@@ -402,12 +408,17 @@ impl TestService for Svc {
         request: tonic::Request<tonic::Streaming<EchoRequest>>,
     ) -> Result<tonic::Response<EchoResponse>, Status> {
         let (metadata, _, mut input) = request.into_parts();
+        // A request stream cut short fails (or the call is dropped): a cancellation.
+        let mut guard = CancelGuard::new(&self.state);
         let mut messages = Vec::new();
         let mut payload = Vec::new();
         while let Some(req) = input.message().await? {
+            self.state.received.incr();
             messages.push(req.message);
             payload.extend_from_slice(&req.payload);
         }
+        guard.done();
+        self.state.uploads.incr();
         let joined = EchoRequest {
             message: messages.join(","),
             payload,
@@ -423,12 +434,30 @@ impl TestService for Svc {
         request: tonic::Request<tonic::Streaming<EchoRequest>>,
     ) -> Result<tonic::Response<EchoStream>, Status> {
         let (metadata, _, input) = request.into_parts();
-        let out = input.enumerate().map(move |(i, item)| {
-            let req = item?;
-            if let Some(status) = error_status(&req) {
-                return Err(status);
+        // Dropped (or failing) before the caller's end of stream: a cancellation.
+        let start = (input, CancelGuard::new(&self.state), 0u32);
+        let state = self.state.clone();
+        let out = stream::unfold(Some(start), move |st| {
+            let (state, metadata) = (state.clone(), metadata.clone());
+            async move {
+                let (mut input, mut guard, i) = st?;
+                match input.message().await {
+                    Ok(Some(req)) => {
+                        state.received.incr();
+                        if let Some(status) = error_status(&req) {
+                            guard.done();
+                            return Some((Err(status), None));
+                        }
+                        let res = respond(&req, i, &metadata);
+                        Some((Ok(res), Some((input, guard, i + 1))))
+                    }
+                    Ok(None) => {
+                        guard.done();
+                        None
+                    }
+                    Err(e) => Some((Err(e), None)),
+                }
             }
-            Ok(respond(&req, i as u32, &metadata))
         });
         Ok(tonic::Response::new(Box::pin(out)))
     }

@@ -16,6 +16,7 @@ pub(crate) mod process;
 pub(crate) mod tls;
 pub(crate) mod web;
 pub(crate) mod wire;
+pub(crate) mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -85,6 +85,18 @@ pub(crate) fn gunzip(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Decodes a `-bin` metadata value (standard alphabet, padded or not).
+pub(crate) fn base64_decode(value: &str) -> Vec<u8> {
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    engine
+        .decode(value.trim())
+        .unwrap_or_else(|e| panic!("invalid base64 {value:?}: {e}"))
+}
+
 /// Base64 decoder for gRPC-Web text bodies: a body may be several independently padded
 /// chunks, so every 4-character quantum is decoded on its own; a partial quantum waits for
 /// the next push.

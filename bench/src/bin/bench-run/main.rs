@@ -282,7 +282,7 @@ fn parse_opts() -> Result<Opts, String> {
         quick: false,
         out: bench_dir.join("RESULTS.md"),
         only: None,
-        workloads: ["unary", "stream", "stream-apart", "idle", "burst", "h2load"]
+        workloads: ["unary", "stream", "stream-apart", "idle", "burst", "h2load", "bidi"]
             .map(String::from)
             .to_vec(),
         switchboard: bench_dir.join("../target/release/switchboard"),
@@ -950,6 +950,9 @@ fn run(opts: Opts) -> Result<(), String> {
             });
         }
     }
+    if wants("bidi") {
+        cells.extend(measure_bidi(&mut env, &mut servers)?);
+    }
     drop(servers);
     // The same streams with each proxy on a core of its own: the backend and the load
     // generator share the other core, in every variant including direct gRPC.
@@ -1001,6 +1004,85 @@ fn run(opts: Opts) -> Result<(), String> {
         work.join("results.jsonl").display()
     ));
     Ok(())
+}
+
+/// The two ways a browser holds a bidi call through Switchboard, compared.
+const BIDI_WAYS: [(&str, &str); 2] = [("sb-ws-h1", "ws"), ("sb-connect-proto-h2", "connect")];
+/// Conversations held at once.
+const BIDI_CONCURRENCIES: [usize; 2] = [1, 16];
+/// Payload of each echoed message.
+const BIDI_SIZE: usize = 100;
+
+/// Bidi echo through Switchboard over a WebSocket (`grpc-websockets`) and as a Connect stream
+/// over HTTP/2: messages per second and per-message round trip, `opts.repeat` interleaved
+/// rounds, the best of each kept.
+fn measure_bidi(env: &mut Env, servers: &mut Servers) -> Result<Vec<Cell>, String> {
+    if servers.switchboard.is_none() {
+        let p = env.start_server(Server::Switchboard, &servers.backend)?;
+        servers.switchboard = Some(p);
+    }
+    let sb = VARIANTS
+        .iter()
+        .find(|v| v.server == Server::Switchboard)
+        .ok_or("no Switchboard variant")?;
+    let (port, proxy, backend) = servers.of(sb).ok_or("Switchboard is not running")?;
+    let pids = pids_arg(proxy, backend);
+    let opts = env.opts.clone();
+    let mut cells = Vec::new();
+    for c in BIDI_CONCURRENCIES {
+        let mut best: Vec<Option<LoadOut>> = vec![None; BIDI_WAYS.len()];
+        for round in 0..opts.repeat.max(1) {
+            for (i, (id, way)) in BIDI_WAYS.iter().enumerate() {
+                let mut args: Vec<String> = [
+                    "--target",
+                    &format!("127.0.0.1:{port}"),
+                    "--rpc",
+                    "bidi",
+                    "--bidi",
+                    way,
+                    "--size",
+                    &BIDI_SIZE.to_string(),
+                    "--concurrency",
+                    &c.to_string(),
+                    "--warmup",
+                    &opts.warmup.to_string(),
+                    "--duration",
+                    &opts.duration.to_string(),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                if !pids.is_empty() {
+                    args.extend(["--pids".into(), pids.clone()]);
+                }
+                let (out, line) = env.load(args, secs_limit(&opts));
+                note_command(env, "bidi", &line);
+                progress(&format!(
+                    "bidi {id} c={c} (round {}): {:.0} msg/s p50 {:.0} us p99 {:.0} us {}",
+                    round + 1,
+                    out.rps,
+                    out.p50_us,
+                    out.p99_us,
+                    out.error.as_deref().unwrap_or("")
+                ));
+                keep_best(&mut best[i], out, |o| o.rps);
+            }
+        }
+        for ((id, _), out) in BIDI_WAYS.iter().zip(best) {
+            if let Some(out) = out {
+                cells.push(Cell {
+                    workload: "bidi",
+                    size: BIDI_SIZE,
+                    concurrency: c,
+                    variant: id,
+                    out,
+                    h2load_rps: None,
+                    vs_fwd: None,
+                });
+            }
+        }
+    }
+    Ok(cells)
 }
 
 /// Server-streaming throughput of every variant, `opts.repeat` interleaved rounds, the best

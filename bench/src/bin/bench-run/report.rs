@@ -650,6 +650,10 @@ pub fn render(
         let _ = writeln!(w);
     }
 
+    if cells.iter().any(|c| c.workload == "bidi") {
+        bidi_table(w, cells);
+    }
+
     render_targets(w, o, &cs, cells);
     md
 }
@@ -924,4 +928,53 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
             shared_core_notes.join("; ")
         );
     }
+}
+
+/// Bidi echo over a WebSocket versus a Connect stream over HTTP/2.
+fn bidi_table(w: &mut String, cells: &[Cell]) {
+    let _ = writeln!(
+        w,
+        "## Bidi echo: WebSocket versus Connect over HTTP/2\n\nThe same `TestService/Bidi` on the same backend \
+         through Switchboard, as a browser would hold it: `sb-ws-h1` is improbable-eng's WebSocket transport \
+         (`grpc-websockets`, one HTTP/1.1 upgrade per conversation), `sb-connect-proto-h2` a Connect stream \
+         (`application/connect+proto`) over HTTP/2, one connection per conversation. Each conversation sends a \
+         100 B message only when the echo of the previous one is back, so a message's round trip is its \
+         latency and messages per second is conversations ÷ round trip.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| variant | conversations | **messages/s** | p50 round trip µs | p99 round trip µs | proxy CPU µs per message | errors |"
+    );
+    let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|");
+    for c in cells.iter().filter(|c| c.workload == "bidi") {
+        let out = &c.out;
+        let per_msg = out
+            .cpu_s
+            .get("proxy")
+            .filter(|_| out.calls > 0)
+            .map_or("—".into(), |s| {
+                format!("{:.1}", s * 1e6 / out.calls as f64)
+            });
+        let note = if out.ok {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                out.error.as_deref().unwrap_or("?").replace('|', "/")
+            )
+        };
+        let _ = writeln!(
+            w,
+            "| `{}`{} | {} | **{}** | {:.0} | {:.0} | {} | {} |",
+            c.variant,
+            note,
+            c.concurrency,
+            thousands(out.rps),
+            out.p50_us,
+            out.p99_us,
+            per_msg,
+            out.errors
+        );
+    }
+    let _ = writeln!(w);
 }

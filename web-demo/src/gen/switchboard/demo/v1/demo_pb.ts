@@ -1,6 +1,8 @@
 // The demo service behind `switchboard demo`: small, friendly, and enough to show every part of a
 // call through the proxy — a unary answer, a live server stream, an error with details, metadata
-// both ways and a deadline. The web page in web-demo/ calls it in all four browser protocols.
+// both ways and a deadline, a live chat (bidi) and an upload (client stream). The web page in
+// web-demo/ calls it in all four browser protocols, and streams requests over improbable-eng's
+// WebSocket transport.
 //
 // Metadata: every request header whose name starts with "x-demo-" comes back unchanged as a
 // response header and as a response trailer.
@@ -17,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchboard/demo/v1/demo.proto.
  */
 export const file_switchboard_demo_v1_demo: GenFile = /*@__PURE__*/
-  fileDesc("Ch5zd2l0Y2hib2FyZC9kZW1vL3YxL2RlbW8ucHJvdG8SE3N3aXRjaGJvYXJkLmRlbW8udjEiHAoMR3JlZXRSZXF1ZXN0EgwKBG5hbWUYASABKAkilgEKDUdyZWV0UmVzcG9uc2USEAoIZ3JlZXRpbmcYASABKAkSQgoIbWV0YWRhdGEYAiADKAsyMC5zd2l0Y2hib2FyZC5kZW1vLnYxLkdyZWV0UmVzcG9uc2UuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiNQoQQ291bnRkb3duUmVxdWVzdBIMCgRmcm9tGAEgASgNEhMKC2ludGVydmFsX21zGAIgASgNIjUKEUNvdW50ZG93blJlc3BvbnNlEhEKCXJlbWFpbmluZxgBIAEoDRINCgVpbmRleBgCIAEoDSIfCgtTbG93UmVxdWVzdBIQCghzbGVlcF9tcxgBIAEoDSIgCgxTbG93UmVzcG9uc2USEAoIc2xlcHRfbXMYASABKA0yjQIKC0RlbW9TZXJ2aWNlElMKBUdyZWV0EiEuc3dpdGNoYm9hcmQuZGVtby52MS5HcmVldFJlcXVlc3QaIi5zd2l0Y2hib2FyZC5kZW1vLnYxLkdyZWV0UmVzcG9uc2UiA5ACARJcCglDb3VudGRvd24SJS5zd2l0Y2hib2FyZC5kZW1vLnYxLkNvdW50ZG93blJlcXVlc3QaJi5zd2l0Y2hib2FyZC5kZW1vLnYxLkNvdW50ZG93blJlc3BvbnNlMAESSwoEU2xvdxIgLnN3aXRjaGJvYXJkLmRlbW8udjEuU2xvd1JlcXVlc3QaIS5zd2l0Y2hib2FyZC5kZW1vLnYxLlNsb3dSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("Ch5zd2l0Y2hib2FyZC9kZW1vL3YxL2RlbW8ucHJvdG8SE3N3aXRjaGJvYXJkLmRlbW8udjEiHAoMR3JlZXRSZXF1ZXN0EgwKBG5hbWUYASABKAkilgEKDUdyZWV0UmVzcG9uc2USEAoIZ3JlZXRpbmcYASABKAkSQgoIbWV0YWRhdGEYAiADKAsyMC5zd2l0Y2hib2FyZC5kZW1vLnYxLkdyZWV0UmVzcG9uc2UuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiNQoQQ291bnRkb3duUmVxdWVzdBIMCgRmcm9tGAEgASgNEhMKC2ludGVydmFsX21zGAIgASgNIjUKEUNvdW50ZG93blJlc3BvbnNlEhEKCXJlbWFpbmluZxgBIAEoDRINCgVpbmRleBgCIAEoDSIfCgtTbG93UmVxdWVzdBIQCghzbGVlcF9tcxgBIAEoDSIgCgxTbG93UmVzcG9uc2USEAoIc2xlcHRfbXMYASABKA0iGwoLQ2hhdFJlcXVlc3QSDAoEdGV4dBgBIAEoCSIrCgxDaGF0UmVzcG9uc2USDAoEdGV4dBgBIAEoCRINCgVpbmRleBgCIAEoDSIeCg1VcGxvYWRSZXF1ZXN0Eg0KBWNodW5rGAEgASgMIi8KDlVwbG9hZFJlc3BvbnNlEg4KBmNodW5rcxgBIAEoDRINCgVieXRlcxgCIAEoBDKzAwoLRGVtb1NlcnZpY2USUwoFR3JlZXQSIS5zd2l0Y2hib2FyZC5kZW1vLnYxLkdyZWV0UmVxdWVzdBoiLnN3aXRjaGJvYXJkLmRlbW8udjEuR3JlZXRSZXNwb25zZSIDkAIBElwKCUNvdW50ZG93bhIlLnN3aXRjaGJvYXJkLmRlbW8udjEuQ291bnRkb3duUmVxdWVzdBomLnN3aXRjaGJvYXJkLmRlbW8udjEuQ291bnRkb3duUmVzcG9uc2UwARJLCgRTbG93EiAuc3dpdGNoYm9hcmQuZGVtby52MS5TbG93UmVxdWVzdBohLnN3aXRjaGJvYXJkLmRlbW8udjEuU2xvd1Jlc3BvbnNlEk8KBENoYXQSIC5zd2l0Y2hib2FyZC5kZW1vLnYxLkNoYXRSZXF1ZXN0GiEuc3dpdGNoYm9hcmQuZGVtby52MS5DaGF0UmVzcG9uc2UoATABElMKBlVwbG9hZBIiLnN3aXRjaGJvYXJkLmRlbW8udjEuVXBsb2FkUmVxdWVzdBojLnN3aXRjaGJvYXJkLmRlbW8udjEuVXBsb2FkUmVzcG9uc2UoAWIGcHJvdG8z");
 
 /**
  * @generated from message switchboard.demo.v1.GreetRequest
@@ -153,6 +155,96 @@ export const SlowResponseSchema: GenMessage<SlowResponse> = /*@__PURE__*/
   messageDesc(file_switchboard_demo_v1_demo, 5);
 
 /**
+ * @generated from message switchboard.demo.v1.ChatRequest
+ */
+export type ChatRequest = Message<"switchboard.demo.v1.ChatRequest"> & {
+  /**
+   * At most 500 characters.
+   *
+   * @generated from field: string text = 1;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message switchboard.demo.v1.ChatRequest.
+ * Use `create(ChatRequestSchema)` to create a new message.
+ */
+export const ChatRequestSchema: GenMessage<ChatRequest> = /*@__PURE__*/
+  messageDesc(file_switchboard_demo_v1_demo, 6);
+
+/**
+ * @generated from message switchboard.demo.v1.ChatResponse
+ */
+export type ChatResponse = Message<"switchboard.demo.v1.ChatResponse"> & {
+  /**
+   * "echo: " and the text.
+   *
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * Position of the message in the chat, from 0.
+   *
+   * @generated from field: uint32 index = 2;
+   */
+  index: number;
+};
+
+/**
+ * Describes the message switchboard.demo.v1.ChatResponse.
+ * Use `create(ChatResponseSchema)` to create a new message.
+ */
+export const ChatResponseSchema: GenMessage<ChatResponse> = /*@__PURE__*/
+  messageDesc(file_switchboard_demo_v1_demo, 7);
+
+/**
+ * @generated from message switchboard.demo.v1.UploadRequest
+ */
+export type UploadRequest = Message<"switchboard.demo.v1.UploadRequest"> & {
+  /**
+   * Any bytes; only their count matters.
+   *
+   * @generated from field: bytes chunk = 1;
+   */
+  chunk: Uint8Array;
+};
+
+/**
+ * Describes the message switchboard.demo.v1.UploadRequest.
+ * Use `create(UploadRequestSchema)` to create a new message.
+ */
+export const UploadRequestSchema: GenMessage<UploadRequest> = /*@__PURE__*/
+  messageDesc(file_switchboard_demo_v1_demo, 8);
+
+/**
+ * @generated from message switchboard.demo.v1.UploadResponse
+ */
+export type UploadResponse = Message<"switchboard.demo.v1.UploadResponse"> & {
+  /**
+   * Messages received.
+   *
+   * @generated from field: uint32 chunks = 1;
+   */
+  chunks: number;
+
+  /**
+   * Bytes received in all chunks.
+   *
+   * @generated from field: uint64 bytes = 2;
+   */
+  bytes: bigint;
+};
+
+/**
+ * Describes the message switchboard.demo.v1.UploadResponse.
+ * Use `create(UploadResponseSchema)` to create a new message.
+ */
+export const UploadResponseSchema: GenMessage<UploadResponse> = /*@__PURE__*/
+  messageDesc(file_switchboard_demo_v1_demo, 9);
+
+/**
  * @generated from service switchboard.demo.v1.DemoService
  */
 export const DemoService: GenService<{
@@ -186,6 +278,26 @@ export const DemoService: GenService<{
     methodKind: "unary";
     input: typeof SlowRequestSchema;
     output: typeof SlowResponseSchema;
+  },
+  /**
+   * Answers each message as it arrives, until the client finishes sending: a chat with an echo.
+   *
+   * @generated from rpc switchboard.demo.v1.DemoService.Chat
+   */
+  chat: {
+    methodKind: "bidi_streaming";
+    input: typeof ChatRequestSchema;
+    output: typeof ChatResponseSchema;
+  },
+  /**
+   * Counts the chunks and bytes the client sends; answers once the client finishes sending.
+   *
+   * @generated from rpc switchboard.demo.v1.DemoService.Upload
+   */
+  upload: {
+    methodKind: "client_streaming";
+    input: typeof UploadRequestSchema;
+    output: typeof UploadResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_switchboard_demo_v1_demo, 0);
