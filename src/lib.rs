@@ -22,6 +22,8 @@ pub mod config;
 mod cors;
 pub mod demo;
 mod forward;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod protocol;
 mod routing;
 pub mod server;
