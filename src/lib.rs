@@ -24,6 +24,7 @@ pub mod demo;
 mod forward;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod healthcheck;
 pub mod protocol;
 mod routing;
 pub mod server;

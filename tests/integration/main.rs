@@ -6,6 +6,7 @@ mod config;
 mod connect;
 mod cors;
 mod demo;
+mod deploy;
 mod errors;
 mod grpc;
 mod grpc_web;
