@@ -2,7 +2,8 @@
 # The one command that runs every test of Switchboard, on a fresh machine or a used one:
 #   bash scripts/test.sh [extra cargo test args...]
 # It installs what the tests need (idempotently), then runs all unit, integration and interop
-# tests with cargo. Works from any directory.
+# tests with cargo, validates the deployment files offline and runs every fuzz target for 30 s.
+# Works from any directory.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -98,6 +99,20 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --all-targets --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+
+# --- Deployment files, offline (Dockerfile, Kubernetes manifests, Helm chart) -------------------
+say "scripts/validate-deploy.sh"
+deploy_start=$(date +%s)
+bash scripts/validate-deploy.sh || status=1
+say "deployment files validated in $(($(date +%s) - deploy_start)) s"
+
+# --- Fuzzing: every target for 30 s from the seed corpus (SWITCHBOARD_SKIP_FUZZ=1 skips it) -----
+if [ "${SWITCHBOARD_SKIP_FUZZ:-0}" = 1 ]; then
+  say "fuzzing skipped (SWITCHBOARD_SKIP_FUZZ=1)"
+else
+  say "scripts/fuzz.sh 30"
+  bash scripts/fuzz.sh 30 || status=1
+fi
 
 # One closing line for the whole run, summed over every test binary's "test result:" line.
 awk '/^test result:/ {

@@ -137,7 +137,7 @@ pub(crate) fn failed(status: Status) -> BoxError {
 /// The caller's request body on its way upstream: text mode decoded, frames checked.
 /// Message-level rewriting of a frame stream: whole frames are decoded, decompressed with
 /// `encoding` when flagged, transformed, and forwarded uncompressed.
-struct Recode {
+pub(crate) struct Recode {
     decoder: FrameDecoder,
     encoding: Encoding,
     transform: Option<Transform>,
@@ -145,7 +145,7 @@ struct Recode {
 }
 
 impl Recode {
-    fn new(limit: usize, encoding: Encoding, transform: Option<Transform>) -> Recode {
+    pub(crate) fn new(limit: usize, encoding: Encoding, transform: Option<Transform>) -> Recode {
         Recode {
             decoder: FrameDecoder::new(limit),
             encoding,
@@ -155,7 +155,11 @@ impl Recode {
     }
 
     /// Every whole frame in `data` (plus what was buffered), rewritten.
-    fn push(&mut self, data: &[u8], on_error: fn(&FrameError) -> Status) -> Result<Bytes, Status> {
+    pub(crate) fn push(
+        &mut self,
+        data: &[u8],
+        on_error: fn(&FrameError) -> Status,
+    ) -> Result<Bytes, Status> {
         self.decoder.push(data);
         let mut out = BytesMut::new();
         while let Some(f) = self.decoder.next_frame().map_err(|e| on_error(&e))? {
@@ -290,7 +294,7 @@ impl Drop for RequestBody {
     }
 }
 
-fn request_frame_status(e: &FrameError) -> Status {
+pub(crate) fn request_frame_status(e: &FrameError) -> Status {
     match e {
         FrameError::TooLarge { .. } => Status::new(Code::ResourceExhausted, format!("request {e}")),
         FrameError::Truncated { .. } | FrameError::BadFlags(_) => Status::new(

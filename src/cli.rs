@@ -69,6 +69,16 @@ pub enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Probe a running proxy's admin port: one HTTP GET, exit 0 on a 2xx answer and 1
+    /// otherwise. For container health checks (the image has no curl).
+    Healthcheck {
+        /// What to GET (plain HTTP).
+        #[arg(long, value_name = "URL", default_value = crate::healthcheck::DEFAULT_URL)]
+        url: String,
+        /// The longest the whole probe may take (e.g. 500ms, 2s).
+        #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::config::units::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 /// Log output formats.

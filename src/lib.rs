@@ -30,5 +30,8 @@ pub mod assets;
 pub mod cli;
 pub mod config;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzz;
+pub mod healthcheck;
 
 pub use server::{spawn, Running};

@@ -96,6 +96,11 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Healthcheck { url, timeout }) = &cli.command {
+        let status = switchboard::healthcheck::probe(url, *timeout)?;
+        println!("{url}: {status}");
+        return Ok(());
+    }
     if let Some(Command::Demo { listen }) = cli.command {
         return run_demo(listen);
     }

@@ -959,6 +959,39 @@ mod tests {
         );
     }
 
+    /// Found by the `json_transcoding` fuzz target: a double written as its shortest decimal
+    /// (here 1.0943814619208204e-303) read back one unit in the last place off, because
+    /// serde_json parses floats exactly only with its `float_roundtrip` feature. A JSON
+    /// caller's double must reach the backend as the same bits.
+    #[test]
+    fn doubles_survive_json_exactly() {
+        // The fuzzer's input: method selector, flags (2: an upstream reply), then protobuf.
+        let found: &[u8] = &[
+            0x00, 0x02, 0x08, 0x96, 0x01, 0x42, 0x02, 0x68, 0x69, 0x5a, 0x05, 0x0a, 0x01, 0x6b,
+            0x10, 0x05, 0x31, 0x40, 0x00, 0x00, 0xa2, 0x01, 0x04, 0x08, 0x01, 0x10, 0x02,
+        ];
+        let m = echo();
+        let json = m.response_to_json(&found[2..]).unwrap();
+        let proto = m.response_to_proto(&json, false).unwrap();
+        assert_eq!(m.response_to_json(&proto).unwrap(), json);
+
+        for text in [
+            "1.0943814619208204e-303",
+            "2.2250738585072014e-308",
+            "5e-324",
+            "0.1",
+        ] {
+            let want: f64 = text.parse().unwrap();
+            let proto = m
+                .request_to_proto(format!(r#"{{"aDouble":{text}}}"#).as_bytes(), false)
+                .unwrap();
+            // Field 6, fixed64: tag 0x31, then the little-endian bits.
+            let at = proto.iter().position(|&b| b == 0x31).unwrap();
+            let bits = u64::from_le_bytes(proto[at + 1..at + 9].try_into().unwrap());
+            assert_eq!(f64::from_bits(bits), want, "{text}");
+        }
+    }
+
     #[test]
     fn maps_are_written_sorted() {
         let m = echo();

@@ -7,6 +7,7 @@ mod config;
 mod connect;
 mod cors;
 mod demo;
+mod deploy;
 mod errors;
 mod faults;
 mod grpc;

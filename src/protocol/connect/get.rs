@@ -39,12 +39,28 @@ pub fn is_connect_query(query: &str) -> bool {
     enc && msg
 }
 
-/// The codec named by the `encoding` parameter, if it names a known one.
-pub fn codec(query: &str) -> Option<Codec> {
+/// The `key=value` pairs of a query, in order; a pair without `=` has an empty value.
+fn params(query: &str) -> impl Iterator<Item = (&str, &str)> {
     query
         .split('&')
-        .find_map(|p| p.strip_prefix("encoding="))
-        .and_then(codec_from_name)
+        .filter(|p| !p.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// A form-encoded query value: `+` is a space, then percent-decoding, as UTF-8.
+fn form_value(raw: &str) -> Option<String> {
+    percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+/// The codec named by the `encoding` parameter, if it names a known one. It reads the
+/// parameter exactly as [`parse`] does (the first one, form-decoded), so the protocol
+/// detection and the call agree on the codec.
+pub fn codec(query: &str) -> Option<Codec> {
+    let (_, raw) = params(query).find(|(key, _)| *key == "encoding")?;
+    codec_from_name(&form_value(raw)?)
 }
 
 /// Parses and decodes the query of a Connect GET. Unknown parameters are ignored.
@@ -54,21 +70,24 @@ pub fn parse(query: &str, limit: usize) -> Result<GetRequest, Status> {
     let mut message = None;
     let mut base64 = false;
     let mut compression = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+    // A repeated parameter counts once, by its first value, as connect-go reads queries
+    // (Go's `url.Values.Get`).
+    let mut base64_seen = false;
+    for (key, raw) in params(query) {
         // `+` is a space in form encoding; base64url never contains it, JSON text may.
         let value = || {
-            percent_decode_str(&raw.replace('+', " "))
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| invalid(format!("query parameter {key} is not valid UTF-8")))
+            form_value(raw)
+                .ok_or_else(|| invalid(format!("query parameter {key} is not valid UTF-8")))
         };
         match key {
-            "connect" => connect = Some(value()?),
-            "encoding" => encoding = Some(value()?),
-            "message" => message = Some(raw),
-            "base64" => base64 = raw == "1",
-            "compression" => compression = Some(value()?),
+            "connect" if connect.is_none() => connect = Some(value()?),
+            "encoding" if encoding.is_none() => encoding = Some(value()?),
+            "message" if message.is_none() => message = Some(raw),
+            "base64" if !base64_seen => {
+                base64_seen = true;
+                base64 = raw == "1";
+            }
+            "compression" if compression.is_none() => compression = Some(value()?),
             _ => {}
         }
     }
@@ -177,5 +196,41 @@ mod tests {
         assert!(is_connect_query("connect=v1&encoding=proto&message=x"));
         assert!(is_connect_query("encoding=proto&message=x"));
         assert!(!is_connect_query("foo=bar"));
+    }
+
+    /// Found by the `connect_get` fuzz target: the protocol detection took the first
+    /// `encoding=` prefix as it stood while the parse took the last value, decoded, so a
+    /// query could be detected as one codec and read as another.
+    #[test]
+    fn detection_and_parse_read_the_same_encoding() {
+        let found: &[u8] = &[
+            0x63, 0x6f, 0x6e, 0x6e, 0x65, 0x63, 0x74, 0x3d, 0x76, 0x31, 0x26, 0x65, 0x6e, 0x63,
+            0x6f, 0x64, 0x69, 0x6e, 0x67, 0x3d, 0x70, 0x65, 0x6e, 0x63, 0x6f, 0x64, 0x69, 0x6e,
+            0x67, 0x3d, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x26, 0x62, 0x31, 0x26, 0x65, 0x6e, 0x63,
+            0x6f, 0x64, 0x69, 0x6e, 0x67, 0x3d, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x26, 0x62, 0x61,
+            0x73, 0x65, 0x43, 0x5f, 0x2d, 0x4e, 0x69, 0x64, 0x69, 0x70, 0x4e, 0x41, 0x77, 0x41,
+            0x69, 0x55, 0x4b, 0x41, 0x62, 0x42, 0x51, 0x41, 0x41, 0x26, 0x6d, 0x65, 0x73, 0x73,
+            0x61, 0x67, 0x65, 0x26, 0x26, 0x26, 0x3d, 0x49, 0x34, 0x26,
+        ];
+        let found = std::str::from_utf8(found).unwrap_or_default();
+        for query in [
+            found,
+            "encoding=json&encoding=proto&message=x",
+            "encoding=%6Ason&message=%7B%7D",
+            "encoding&encoding=json&message=x",
+        ] {
+            let detected = codec(query);
+            let parsed = parse(query, 100).map(|r| r.codec);
+            assert!(
+                parsed.is_err() || detected == parsed.clone().ok(),
+                "{query}: detected {detected:?}, parsed {parsed:?}"
+            );
+        }
+        assert_eq!(
+            parse("encoding=json&encoding=proto&message=%7B%7D", 100).map(|r| r.codec),
+            Ok(Codec::Json),
+            "the first value counts"
+        );
+        assert_eq!(codec("encoding=%6Ason&message=x"), Some(Codec::Json));
     }
 }
