@@ -16,6 +16,8 @@ pub(crate) struct Target {
     pub(crate) timeout: Option<Duration>,
     /// Limit on one message.
     pub(crate) max_message_size: usize,
+    /// The route's retry policy for unary calls.
+    pub(crate) retry: Option<crate::upstream::RetrySpec>,
 }
 
 #[derive(Debug)]
@@ -47,6 +49,7 @@ impl RouteTable {
                         upstream: r.upstream,
                         timeout: r.timeout.or(up.timeout),
                         max_message_size: r.max_message_size.unwrap_or(up.max_message_size),
+                        retry: r.retry.as_ref().map(crate::upstream::RetrySpec::new),
                     },
                 }
             })

@@ -22,7 +22,7 @@ use crate::protocol::grpc::GRPC_ENCODING;
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::json::Method;
 use crate::routing::Target;
-use crate::upstream::{StreamGuard, UpstreamBody, UpstreamClient};
+use crate::upstream::{RetrySpec, UpstreamBody, UpstreamClient};
 
 /// A call on its way to an upstream.
 pub(crate) struct Call {
@@ -31,6 +31,8 @@ pub(crate) struct Call {
     pub(crate) deadline: Option<Instant>,
     pub(crate) limit: usize,
     pub(crate) failure: FailureSlot,
+    /// The route's retry policy.
+    retry: Option<RetrySpec>,
 }
 
 /// What the upstream answered: response metadata and the rest of the call as a stream.
@@ -41,6 +43,10 @@ pub(crate) struct Reply {
     pub(crate) content_type: Option<HeaderValue>,
     /// Messages and the end.
     pub(crate) stream: GrpcStream,
+    /// The endpoint (`address:port`) that answered, or the last one tried.
+    // For the access log.
+    #[allow(dead_code)]
+    pub(crate) endpoint: Option<Arc<str>>,
 }
 
 impl Reply {
@@ -64,6 +70,7 @@ impl Reply {
             metadata: HeaderMap::new(),
             content_type: None,
             stream: GrpcStream::ended(End::status(status)),
+            endpoint: None,
         }
     }
 }
@@ -86,6 +93,7 @@ impl Call {
             deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
             limit: target.max_message_size,
             failure: Arc::new(OnceLock::new()),
+            retry: target.retry,
         }
     }
 
@@ -142,7 +150,7 @@ impl Call {
     /// the future holds that send and what classifying the answer needs, nothing more.
     pub(crate) fn start(&self, req: Request<BoxBody>) -> impl Future<Output = Reply> + Send {
         let expired = self.deadline.is_some_and(|d| d <= Instant::now());
-        let sending = (!expired).then(|| self.upstream.start(req));
+        let sending = (!expired).then(|| self.upstream.start(req, self.deadline, self.retry));
         let answer = Answer {
             name: self.name.clone(),
             deadline: self.deadline,
@@ -161,14 +169,18 @@ impl Call {
                 None => sending.await,
             };
             match result {
-                Ok((res, guard)) => answer.classify(res, guard).await,
+                Ok(res) => answer.classify(res).await,
                 Err(e) => {
+                    let endpoint = e.endpoint().cloned();
                     let status = answer
                         .failure
                         .get()
                         .cloned()
                         .unwrap_or_else(|| e.into_status(&answer.name));
-                    Reply::error(status)
+                    Reply {
+                        endpoint,
+                        ..Reply::error(status)
+                    }
                 }
             }
         }
@@ -184,7 +196,8 @@ struct Answer {
 }
 
 impl Answer {
-    async fn classify(&self, res: Response<UpstreamBody>, guard: StreamGuard) -> Reply {
+    async fn classify(&self, res: Response<UpstreamBody>) -> Reply {
+        let endpoint = Some(res.body().endpoint().clone());
         let (parts, body) = res.into_parts();
         let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
         let is_grpc = content_type
@@ -196,6 +209,7 @@ impl Answer {
                 metadata: HeaderMap::new(),
                 content_type: content_type.filter(|_| is_grpc),
                 stream: GrpcStream::ended(End::from_trailers(parts.headers, &self.name)),
+                endpoint,
             };
         }
         if parts.status != StatusCode::OK || !is_grpc {
@@ -220,7 +234,10 @@ impl Answer {
                 message.push_str(": ");
                 message.push_str(&snippet);
             }
-            return Reply::error(Status::new(code, message));
+            return Reply {
+                endpoint,
+                ..Reply::error(Status::new(code, message))
+            };
         }
         let mut metadata = parts.headers;
         // A status in the headers of a response that has a body is not authoritative.
@@ -232,12 +249,12 @@ impl Answer {
             content_type,
             stream: GrpcStream::new(
                 body,
-                guard,
                 self.limit,
                 self.deadline,
                 self.failure.clone(),
                 self.name.clone(),
             ),
+            endpoint,
         }
     }
 }
