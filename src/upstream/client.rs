@@ -160,25 +160,26 @@ impl UpstreamClient {
             avoid: None,
         };
         let set = shared.set.load();
-        let picked = set
-            .pick(shared.config.balance, &shared.next, None)
-            .and_then(|ep| match ep.pool.pick() {
-                Pick::Ready(c) => Some((ep, c)),
-                Pick::Busy(c) => {
-                    Pool::grow(ep);
-                    Some((ep, c))
-                }
-                Pick::None => None,
-            });
-        let Some((ep, conn)) = picked else {
-            return Either::Right(send_slow(shared.clone(), req, ctx));
+        let Some(ep) = set.pick(shared.config.balance, &shared.next, None) else {
+            return Either::Right(send_slow(shared.clone(), req, ctx, None));
+        };
+        let conn = match ep.pool.pick() {
+            Pick::Ready(c) => c,
+            Pick::Busy(c) => {
+                Pool::grow(ep);
+                c
+            }
+            // No connection yet: the general path connects (to this endpoint).
+            Pick::None => {
+                return Either::Right(send_slow(shared.clone(), req, ctx, Some(ep.clone())))
+            }
         };
         *req.uri_mut() = ep.uri(&path(&req));
-        match conn.send(req, Accounting::Call(deadline)) {
+        match conn.send(req, Accounting::Call(deadline), true) {
             Ok((sending, replay)) => Either::Left(follow(sending, replay, ctx)),
             Err(refused) => Either::Right(match refused.request {
                 // The connection was found closed: the general path, which tries again.
-                Some(back) => send_slow(shared.clone(), back, ctx),
+                Some(back) => send_slow(shared.clone(), back, ctx, Some(ep.clone())),
                 None => {
                     let endpoint = Some(ep.label.clone());
                     Box::pin(std::future::ready(Err(SendError::Unavailable {
@@ -232,7 +233,10 @@ async fn retry_reply(
         return Ok(res);
     };
     let delay = spec.delay(ctx.attempts);
-    if !fits(ctx.deadline, delay) || !shared.budget.withdraw() {
+    // A body still arriving is awaited (the answer kept meanwhile, to stand if it never
+    // completes).
+    if !fits(ctx.deadline, delay) || !replay.whole(ctx.deadline).await || !shared.budget.withdraw()
+    {
         return Ok(res);
     }
     drop(res);
@@ -240,7 +244,13 @@ async fn retry_reply(
     tokio::time::sleep(delay).await;
     ctx.attempts += 1;
     ctx.avoid = Some(ep);
-    send_slow(shared, replay.request(ctx.deadline), ctx).await
+    match replay.request(ctx.deadline) {
+        Some(req) => send_slow(shared, req, ctx, None).await,
+        None => Err(SendError::Unavailable {
+            why: "the call could not be sent again",
+            endpoint: None,
+        }),
+    }
 }
 
 /// A stream that failed before its response head: sent again when no endpoint processed it
@@ -254,11 +264,13 @@ async fn after_failure(failed: Failed, replay: Option<Replay>, mut ctx: Ctx) -> 
             endpoint,
         });
     };
-    if failed.never_processed() && !ctx.transparent_used {
-        ctx.transparent_used = true;
-        ctx.avoid = Some(failed.endpoint.clone());
-        shared.transparent_retries.fetch_add(1, Ordering::Relaxed);
-        return send_slow(shared, replay.request(ctx.deadline), ctx).await;
+    if failed.never_processed() && !ctx.transparent_used && replay.whole(ctx.deadline).await {
+        if let Some(req) = replay.request(ctx.deadline) {
+            ctx.transparent_used = true;
+            ctx.avoid = Some(failed.endpoint.clone());
+            shared.transparent_retries.fetch_add(1, Ordering::Relaxed);
+            return send_slow(shared, req, ctx, None).await;
+        }
     }
     if let Some(spec) = ctx.retry {
         let code = crate::body::status_from_error(&failed.error, "").code;
@@ -266,13 +278,16 @@ async fn after_failure(failed: Failed, replay: Option<Replay>, mut ctx: Ctx) -> 
         if spec.covers(code)
             && ctx.attempts < spec.attempts
             && fits(ctx.deadline, delay)
+            && replay.whole(ctx.deadline).await
             && shared.budget.withdraw()
         {
             shared.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(delay).await;
             ctx.attempts += 1;
             ctx.avoid = Some(failed.endpoint.clone());
-            return send_slow(shared, replay.request(ctx.deadline), ctx).await;
+            if let Some(req) = replay.request(ctx.deadline) {
+                return send_slow(shared, req, ctx, None).await;
+            }
         }
     }
     Err(SendError::Stream {
@@ -282,15 +297,26 @@ async fn after_failure(failed: Failed, replay: Option<Replay>, mut ctx: Ctx) -> 
 }
 
 /// The general path: waits for the first DNS answer and for a connection when needed, and
-/// tries another endpoint when a connect fails (nothing was sent).
-fn send_slow(shared: Arc<Shared>, req: Request<BoxBody>, ctx: Ctx) -> Boxed {
+/// tries another endpoint when a connect fails (nothing was sent). `chosen` is the endpoint
+/// the balancer already picked for the call, if it did.
+fn send_slow(
+    shared: Arc<Shared>,
+    req: Request<BoxBody>,
+    ctx: Ctx,
+    chosen: Option<Arc<Endpoint>>,
+) -> Boxed {
     Box::pin(async move {
         let mut req = req;
         let mut ctx = ctx;
+        let mut chosen = chosen;
         // A connection found closed between the pick and the send gives the request back.
         let mut closed_found = 0;
         loop {
-            let Some(ep) = pick_or_wait(&shared, ctx.avoid.as_deref()).await else {
+            let picked = match chosen.take() {
+                Some(ep) => Some(ep),
+                None => pick_or_wait(&shared, ctx.avoid.as_deref()).await,
+            };
+            let Some(ep) = picked else {
                 return Err(SendError::Unavailable {
                     why: "no endpoint (its DNS names have no address)",
                     endpoint: None,
@@ -326,13 +352,14 @@ fn send_slow(shared: Arc<Shared>, req: Request<BoxBody>, ctx: Ctx) -> Boxed {
                     });
                 }
             };
-            match conn.send(req, Accounting::Call(ctx.deadline)) {
+            match conn.send(req, Accounting::Call(ctx.deadline), true) {
                 Ok((sending, replay)) => return follow(sending, replay, ctx).await,
                 Err(refused) => match refused.request {
                     Some(back) if closed_found < 3 => {
                         closed_found += 1;
                         req = back;
                         ep.pool.forget(&conn.state);
+                        chosen = Some(ep);
                     }
                     _ => {
                         return Err(SendError::Unavailable {

@@ -29,7 +29,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use super::endpoint::{Endpoint, Failure};
-use super::retry::{Chunks, Replay};
+use super::retry::{Capture, Chunks, Replay};
 use crate::body::BoxBody;
 
 /// What one connection's users share with the task that drives it.
@@ -118,7 +118,8 @@ impl Connection {
     /// Sends a request (its URI absolute). The headers and whatever of the body is ready are
     /// with h2 when this returns; the rest of the body follows from a task. When the body was
     /// complete, a copy of the request comes back too ([`Replay`]: the same `Bytes`, shared),
-    /// so that a stream the upstream provably did not process can be sent elsewhere. The
+    /// so that a stream the upstream provably did not process can be sent elsewhere; with
+    /// `keep`, a body still arriving is captured as it is piped, for the same purpose. The
     /// request comes back when the connection can take no new stream.
     // The error hands the request back whole, to be sent elsewhere; it is rare.
     #[allow(clippy::result_large_err)]
@@ -126,6 +127,7 @@ impl Connection {
         &self,
         req: Request<BoxBody>,
         accounting: Accounting,
+        keep: bool,
     ) -> Result<(Sending, Option<Replay>), Refused> {
         let mut sender = self.sender.clone();
         let mut cx = Context::from_waker(Waker::noop());
@@ -143,7 +145,18 @@ impl Connection {
         // again, with the pipe task's waker, before anything waits on it).
         let mut taken = Taken::default();
         let complete = body.is_end_stream() || taken.take_ready(&mut body, &mut cx);
-        let replay = complete.then(|| Replay::new(parts.clone(), taken.chunks.clone()));
+        let over = complete || taken.rest.is_some();
+        let (replay, capture) = if complete {
+            (Some(Replay::new(parts.clone(), taken.chunks.clone())), None)
+        } else if keep && !over {
+            let capture = Capture::new(taken.chunks.clone());
+            (
+                Some(Replay::piped(parts.clone(), capture.clone())),
+                Some(capture),
+            )
+        } else {
+            (None, None)
+        };
         let headers_end = complete && taken.chunks.is_empty() && taken.rest.is_none();
         let (response, mut send) =
             match sender.send_request(Request::from_parts(parts, ()), headers_end) {
@@ -153,12 +166,11 @@ impl Connection {
                     // between): only a copy can be sent elsewhere.
                     self.state.closed.store(true, Ordering::Release);
                     return Err(Refused {
-                        request: replay.map(|r| r.request(None)),
+                        request: replay.and_then(|r| r.request(None)),
                     });
                 }
             };
         let guard = StreamGuard::new(&self.state, accounting);
-        let over = complete || taken.rest.is_some();
         let last = taken.chunks.len();
         for (i, chunk) in taken.chunks.into_iter().enumerate() {
             let end = complete && i + 1 == last;
@@ -185,6 +197,8 @@ impl Connection {
             send,
             cancelled,
             pending: None,
+            capture,
+            draining: false,
         });
         Ok((
             Sending {
@@ -192,7 +206,7 @@ impl Connection {
                 cancel: Some(cancel),
                 guard: Some(guard),
             },
-            None,
+            replay,
         ))
     }
 }
@@ -405,6 +419,11 @@ struct Pipe {
     cancelled: oneshot::Receiver<()>,
     /// A chunk polled from the body, waiting for capacity, and whether it is the last.
     pending: Option<(Bytes, bool)>,
+    /// Where the body is kept for another attempt, while one is possible.
+    capture: Option<Arc<Capture>>,
+    /// The stream is over (reset, or the call ended) but another attempt waits for the rest
+    /// of the body: it is read into the capture, not sent.
+    draining: bool,
 }
 
 impl Future for Pipe {
@@ -412,12 +431,19 @@ impl Future for Pipe {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        // The call is over (its response side dropped) or the upstream reset the stream.
-        if Pin::new(&mut this.cancelled).poll(cx).is_ready() {
-            this.send.send_reset(Reason::CANCEL);
-            return Poll::Ready(());
+        if this.draining {
+            return this.drain(cx);
         }
-        if this.send.poll_reset(cx).is_ready() {
+        // The call is over (its response side dropped) or the upstream reset the stream.
+        let cancelled = Pin::new(&mut this.cancelled).poll(cx).is_ready();
+        if cancelled || this.send.poll_reset(cx).is_ready() {
+            if cancelled {
+                this.send.send_reset(Reason::CANCEL);
+            }
+            if this.capture.as_ref().is_some_and(Capture::wanted) {
+                this.draining = true;
+                return this.drain(cx);
+            }
             return Poll::Ready(());
         }
         loop {
@@ -446,11 +472,55 @@ impl Future for Pipe {
                 Some(Ok(frame)) if frame.is_data() => {
                     let end = this.body.is_end_stream();
                     if let Ok(data) = frame.into_data() {
+                        if let Some(c) = &this.capture {
+                            if !c.keep(&data, end) {
+                                this.capture = None;
+                            }
+                        }
                         this.pending = Some((data, end));
                     }
                 }
                 step => {
+                    if let Some(c) = &this.capture {
+                        c.end(step.is_none());
+                    }
                     send_frame(&mut this.send, step, true);
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
+impl Pipe {
+    /// Reads the rest of the body into the capture, for another attempt elsewhere.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(capture) = self.capture.clone() else {
+            return Poll::Ready(());
+        };
+        loop {
+            if !capture.wanted() {
+                return Poll::Ready(());
+            }
+            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let end = self.body.is_end_stream();
+                        if !capture.keep(&data, end) || end {
+                            return Poll::Ready(());
+                        }
+                    }
+                    Err(_) => {
+                        capture.end(false);
+                        return Poll::Ready(());
+                    }
+                },
+                Some(Err(_)) => {
+                    capture.end(false);
+                    return Poll::Ready(());
+                }
+                None => {
+                    capture.end(true);
                     return Poll::Ready(());
                 }
             }

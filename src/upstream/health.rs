@@ -107,7 +107,7 @@ async fn ask(
         encode_grpc_timeout(deadline.saturating_duration_since(Instant::now())),
     );
     let (sending, _) = conn
-        .send(req, Accounting::Check)
+        .send(req, Accounting::Check, false)
         .map_err(|_| "the connection closed")?;
     let res = sending.await.map_err(|_| "the stream failed")?;
     let (parts, body) = res.into_parts();

@@ -4,7 +4,10 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
+use tokio::sync::Notify;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -50,6 +53,15 @@ impl Chunks {
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        let (one, many): (Option<&Bytes>, &[Bytes]) = match self {
+            Chunks::Empty => (None, &[]),
+            Chunks::One(b) => (Some(b), &[]),
+            Chunks::Many(v) => (None, v),
+        };
+        one.into_iter().chain(many.iter())
+    }
 }
 
 impl IntoIterator for Chunks {
@@ -66,20 +78,133 @@ impl IntoIterator for Chunks {
     }
 }
 
-/// A copy of a request whose body was complete when it was sent: its head and the body's
-/// chunks (the same `Bytes`, shared, not copied).
+/// A copy of a request: its head and its body's chunks (the same `Bytes`, shared, not
+/// copied). The body was either complete when the request was sent, or is captured while it
+/// is piped upstream, and usable only once it was whole. A capture lives only as long as
+/// another attempt is possible: dropping the replay (when the response head arrived) lets the
+/// pipe free what it kept.
 pub(crate) struct Replay {
     parts: Parts,
-    body: Chunks,
+    body: ReplayBody,
+}
+
+enum ReplayBody {
+    Whole(Chunks),
+    Piped(Arc<Capture>),
+}
+
+/// A request body captured as it is piped upstream.
+pub(crate) struct Capture {
+    state: Mutex<Piped>,
+    /// Told when the capture is over (whole or unusable).
+    over: Notify,
+}
+
+#[derive(Default)]
+struct Piped {
+    chunks: Chunks,
+    size: usize,
+    complete: bool,
+    /// Too large to keep, ended with an error or trailers, or no longer wanted.
+    unusable: bool,
+}
+
+/// The most a piped body keeps for another attempt.
+const PIPED_LIMIT: usize = 1 << 20;
+/// How long another attempt waits for the rest of a piped body.
+const PIPED_WAIT: Duration = Duration::from_secs(1);
+
+impl Capture {
+    /// Starts a capture with what was taken before the pipe started.
+    pub(crate) fn new(taken: Chunks) -> Arc<Capture> {
+        let size = taken.iter().map(Bytes::len).sum();
+        Arc::new(Capture {
+            state: Mutex::new(Piped {
+                chunks: taken,
+                size,
+                complete: false,
+                unusable: size > PIPED_LIMIT,
+            }),
+            over: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Piped> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the pipe should go on capturing: a replay still wants the body and it is
+    /// neither whole nor unusable yet.
+    pub(crate) fn wanted(self: &Arc<Self>) -> bool {
+        let p = self.lock();
+        Arc::strong_count(self) > 1 && !p.complete && !p.unusable
+    }
+
+    /// Keeps a chunk (`end` when it was the last); false once nothing more is wanted.
+    pub(crate) fn keep(self: &Arc<Self>, chunk: &Bytes, end: bool) -> bool {
+        let mut p = self.lock();
+        if p.unusable || p.complete {
+            return false;
+        }
+        p.size += chunk.len();
+        if p.size > PIPED_LIMIT || Arc::strong_count(self) == 1 {
+            p.unusable = true;
+            p.chunks = Chunks::Empty;
+            drop(p);
+            self.over.notify_waiters();
+            return false;
+        }
+        p.chunks.push(chunk.clone());
+        if end {
+            p.complete = true;
+            drop(p);
+            self.over.notify_waiters();
+        }
+        true
+    }
+
+    /// The body is over (cleanly when `ok`).
+    pub(crate) fn end(&self, ok: bool) {
+        let mut p = self.lock();
+        if ok {
+            p.complete = true;
+        } else {
+            p.unusable = true;
+            p.chunks = Chunks::Empty;
+        }
+        drop(p);
+        self.over.notify_waiters();
+    }
 }
 
 impl Replay {
     pub(crate) fn new(parts: Parts, body: Chunks) -> Replay {
-        Replay { parts, body }
+        Replay {
+            parts,
+            body: ReplayBody::Whole(body),
+        }
     }
 
-    /// The request again, its `grpc-timeout` set to what is left before `deadline`.
-    pub(crate) fn request(&self, deadline: Option<Instant>) -> Request<BoxBody> {
+    pub(crate) fn piped(parts: Parts, capture: Arc<Capture>) -> Replay {
+        Replay {
+            parts,
+            body: ReplayBody::Piped(capture),
+        }
+    }
+
+    /// The request again, its `grpc-timeout` set to what is left before `deadline`; `None`
+    /// while (or when) its body is not whole.
+    pub(crate) fn request(&self, deadline: Option<Instant>) -> Option<Request<BoxBody>> {
+        let chunks = match &self.body {
+            ReplayBody::Whole(chunks) => chunks.clone(),
+            ReplayBody::Piped(capture) => {
+                let p = capture.lock();
+                if !p.complete || p.unusable {
+                    return None;
+                }
+                p.chunks.clone()
+            }
+        };
         let mut parts = self.parts.clone();
         if let Some(d) = deadline {
             parts.headers.insert(
@@ -87,8 +212,33 @@ impl Replay {
                 encode_grpc_timeout(d.saturating_duration_since(Instant::now())),
             );
         }
-        let body = crate::body::chunks(self.body.clone().into_iter().collect());
-        Request::from_parts(parts, body)
+        let body = crate::body::chunks(chunks.into_iter().collect());
+        Some(Request::from_parts(parts, body))
+    }
+
+    /// Waits (within `deadline`, and a second at most) until a piped body is whole; true
+    /// when the request can be sent again.
+    pub(crate) async fn whole(&self, deadline: Option<Instant>) -> bool {
+        let ReplayBody::Piped(capture) = &self.body else {
+            return true;
+        };
+        let limit = Instant::now() + PIPED_WAIT;
+        let until = deadline.map_or(limit, |d| d.min(limit));
+        loop {
+            let over = capture.over.notified();
+            {
+                let p = capture.lock();
+                if p.unusable {
+                    return false;
+                }
+                if p.complete {
+                    return true;
+                }
+            }
+            if tokio::time::timeout_at(until, over).await.is_err() {
+                return false;
+            }
+        }
     }
 }
 
@@ -197,6 +347,45 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    #[tokio::test]
+    async fn a_piped_body_is_replayed_only_once_whole() {
+        let (parts, ()) = Request::new(()).into_parts();
+        let capture = Capture::new(Chunks::One(Bytes::from_static(b"a")));
+        let replay = Replay::piped(parts.clone(), capture.clone());
+        assert!(capture.wanted());
+        assert!(replay.request(None).is_none());
+        assert!(capture.keep(&Bytes::from_static(b"b"), false));
+        assert!(replay.request(None).is_none());
+        let waiting = tokio::spawn({
+            let capture = capture.clone();
+            async move {
+                tokio::task::yield_now().await;
+                capture.end(true);
+            }
+        });
+        assert!(replay.whole(None).await);
+        waiting.await.unwrap();
+        assert!(replay.request(None).is_some());
+        assert!(!capture.wanted());
+
+        let capture = Capture::new(Chunks::Empty);
+        let replay = Replay::piped(parts.clone(), capture.clone());
+        assert!(!capture.keep(&Bytes::from(vec![0u8; PIPED_LIMIT + 1]), true));
+        assert!(replay.request(None).is_none(), "over the limit");
+        assert!(!replay.whole(None).await);
+
+        let capture = Capture::new(Chunks::Empty);
+        let replay = Replay::piped(parts, capture.clone());
+        capture.end(false);
+        assert!(replay.request(None).is_none(), "ended with an error");
+
+        // Nobody wants it any more: the pipe stops keeping.
+        drop(replay);
+        let capture = Capture::new(Chunks::Empty);
+        assert!(!capture.wanted());
+        assert!(!capture.keep(&Bytes::from_static(b"x"), false));
+    }
+
     #[test]
     fn spec_covers_listed_codes_only() {
         let spec = RetrySpec::new(&config::Retry {
@@ -255,7 +444,9 @@ mod tests {
         chunks.push(Bytes::from_static(b"ab"));
         chunks.push(Bytes::from_static(b"c"));
         let replay = Replay::new(parts, chunks);
-        let again = replay.request(Some(Instant::now() + Duration::from_millis(500)));
+        let again = replay
+            .request(Some(Instant::now() + Duration::from_millis(500)))
+            .unwrap();
         let t = again.headers()["grpc-timeout"].to_str().unwrap();
         let ms: u64 = t.trim_end_matches(['m', 'u']).parse().unwrap();
         assert!(t.ends_with('m') || t.ends_with('u'), "{t}");
