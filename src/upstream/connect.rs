@@ -138,6 +138,13 @@ async fn tcp_connect(addr: SocketAddr, user_timeout: Duration) -> std::io::Resul
     socket.connect(addr).await
 }
 
+/// Whether a connection failed in TLS (an alert from the peer, a certificate refused).
+fn tls_error(e: &h2::Error) -> bool {
+    e.get_io()
+        .and_then(|io| io.get_ref())
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+}
+
 /// Closes a connection whose handshake was abandoned (the connect timed out meanwhile).
 struct CloseOnDrop(Option<Arc<ConnState>>);
 
@@ -182,15 +189,49 @@ where
         ready,
     ));
     let mut closer = CloseOnDrop(Some(state.clone()));
-    handshaken.await.map_err(|_| {
-        ConnectError::new(
-            ConnectFailure::Handshake,
-            format!(
-                "{} closed the connection during the HTTP/2 handshake",
-                ep.addr
-            ),
-        )
-    })?;
+    match handshaken.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            // A server that refuses the client certificate says so only now (TLS 1.3).
+            let kind = if tls_error(&e) {
+                ConnectFailure::Tls
+            } else {
+                ConnectFailure::Handshake
+            };
+            return Err(ConnectError::new(
+                kind,
+                format!("HTTP/2 handshake with {}: {e}", ep.addr),
+            ));
+        }
+        Err(_) => {
+            return Err(ConnectError::new(
+                ConnectFailure::Handshake,
+                format!(
+                    "{} closed the connection during the HTTP/2 handshake",
+                    ep.addr
+                ),
+            ))
+        }
+    }
     closer.0 = None;
     Ok(Connection::new(sender, state))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn upstream_sockets_bound_unacknowledged_writes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tcp = tcp_connect(addr, Duration::from_secs(10)).await.unwrap();
+        let sock = socket2::SockRef::from(&tcp);
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(10))
+        );
+        assert!(sock.tcp_nodelay().unwrap());
+    }
 }

@@ -42,9 +42,9 @@ enum End {
     Abandoned,
 }
 
-/// The PING side of a connection and the server's PING policy as seen from here.
-struct Pinger {
-    ping: PingPong,
+/// The server's PING policy as seen from here: when a PING may go out.
+#[derive(Debug, Default)]
+struct PingPolicy {
     /// When the outstanding PING was sent.
     outstanding: Option<Instant>,
     last_sent: Option<Instant>,
@@ -54,17 +54,7 @@ struct Pinger {
     strikes: u8,
 }
 
-impl Pinger {
-    fn new(ping: PingPong) -> Pinger {
-        Pinger {
-            ping,
-            outstanding: None,
-            last_sent: None,
-            heard_since_ping: false,
-            strikes: 0,
-        }
-    }
-
+impl PingPolicy {
     /// Whether a PING now would count as a strike.
     fn would_strike(&self, now: Instant, active: usize) -> bool {
         // The first PING is free; one after the server spoke resets the count.
@@ -81,29 +71,54 @@ impl Pinger {
             && (!self.would_strike(now, active) || self.strikes < MAX_STRIKES)
     }
 
-    fn send(&mut self, now: Instant, active: usize) {
+    /// Records a PING sent now.
+    fn sent(&mut self, now: Instant, active: usize) {
         if self.heard_since_ping {
             self.strikes = 0;
         }
         if self.would_strike(now, active) {
             self.strikes += 1;
         }
+        self.outstanding = Some(now);
+        self.last_sent = Some(now);
+        self.heard_since_ping = false;
+    }
+}
+
+/// The PING side of a connection.
+struct Pinger {
+    ping: PingPong,
+    policy: PingPolicy,
+}
+
+impl Pinger {
+    fn new(ping: PingPong) -> Pinger {
+        Pinger {
+            ping,
+            policy: PingPolicy::default(),
+        }
+    }
+
+    fn may_send(&self, now: Instant, active: usize) -> bool {
+        self.policy.may_send(now, active)
+    }
+
+    fn send(&mut self, now: Instant, active: usize) {
         if self.ping.send_ping(Ping::opaque()).is_ok() {
-            self.outstanding = Some(now);
-            self.last_sent = Some(now);
-            self.heard_since_ping = false;
+            self.policy.sent(now, active);
         }
     }
 }
 
 /// Drives `conn` until it ends, then takes it out of its endpoint's pool. `ready` is told
-/// when the server answered the first PING (the handshake is complete).
+/// when the server answered the first PING (the handshake is complete), or why the
+/// connection ended before.
 pub(crate) async fn drive<T>(
     conn: H2Connection<T, Bytes>,
     ping: Option<PingPong>,
     state: Arc<ConnState>,
     keepalive: Keepalive,
-    ready: oneshot::Sender<()>,
+    ready: oneshot::Sender<Result<(), h2::Error>>,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -115,7 +130,7 @@ pub(crate) async fn drive<T>(
         Some(p) => p.send(start, 0),
         None => {
             if let Some(tx) = ready.take() {
-                let _ = tx.send(());
+                let _ = tx.send(Ok(()));
             }
         }
     }
@@ -124,7 +139,7 @@ pub(crate) async fn drive<T>(
     // When the peer was last known to have spoken (sampled when the task wakes up).
     let mut heard_at = start;
     let end = loop {
-        let outstanding = pinger.as_ref().and_then(|p| p.outstanding);
+        let outstanding = pinger.as_ref().and_then(|p| p.policy.outstanding);
         let pong_due = outstanding.map_or(start, |t| t + keepalive.timeout);
         tokio::select! {
             biased;
@@ -138,10 +153,10 @@ pub(crate) async fn drive<T>(
             }), if outstanding.is_some() => match pong {
                 Ok(_) => {
                     if let Some(p) = pinger.as_mut() {
-                        p.outstanding = None;
+                        p.policy.outstanding = None;
                     }
                     if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
+                        let _ = tx.send(Ok(()));
                     }
                 }
                 Err(e) => break End::Error(e),
@@ -158,7 +173,7 @@ pub(crate) async fn drive<T>(
                 let now = Instant::now();
                 if let Some(p) = pinger.as_mut() {
                     if state.take_heard() {
-                        p.heard_since_ping = true;
+                        p.policy.heard_since_ping = true;
                         heard_at = now;
                     }
                     if p.may_send(now, state.active.load(Ordering::Relaxed)) {
@@ -172,7 +187,7 @@ pub(crate) async fn drive<T>(
                 let active = state.active.load(Ordering::Relaxed);
                 if let Some(p) = pinger.as_mut() {
                     if state.take_heard() {
-                        p.heard_since_ping = true;
+                        p.policy.heard_since_ping = true;
                         heard_at = now;
                     }
                     // Keepalive: only while streams are open and the peer said nothing for
@@ -197,8 +212,49 @@ pub(crate) async fn drive<T>(
         }
         End::Error(e) => {
             tracing::debug!(endpoint = %ep.label, error = %e, "upstream connection closed");
+            if let Some(tx) = ready.take() {
+                let _ = tx.send(Err(e));
+            }
         }
         End::Closed | End::Abandoned => {}
     }
     // Returning drops the connection: streams still open on it fail at once.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_never_risk_a_third_strike() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut p = PingPolicy::default();
+        // The handshake PING is free.
+        assert!(p.may_send(t0, 0));
+        p.sent(t0, 0);
+        // One at a time.
+        assert!(!p.may_send(t0 + s, 1));
+        p.outstanding = None;
+        // Two more without the server speaking: strikes one and two.
+        assert!(p.may_send(t0 + s, 1));
+        p.sent(t0 + s, 1);
+        p.outstanding = None;
+        assert!(p.may_send(t0 + 2 * s, 1));
+        p.sent(t0 + 2 * s, 1);
+        p.outstanding = None;
+        assert_eq!(p.strikes, 2);
+        // A third would be one too many.
+        assert!(!p.may_send(t0 + 3 * s, 1));
+        // Five minutes later, with a stream open, it is no strike.
+        let later = t0 + 2 * s + SERVER_MIN_PING_INTERVAL;
+        assert!(p.may_send(later, 1));
+        // But without streams the server allows one in two hours.
+        assert!(!p.may_send(later, 0));
+        // Once the server spoke, a PING is free again and the count starts over.
+        p.heard_since_ping = true;
+        assert!(p.may_send(t0 + 3 * s, 0));
+        p.sent(t0 + 3 * s, 0);
+        assert_eq!(p.strikes, 0);
+    }
 }

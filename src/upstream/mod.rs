@@ -17,14 +17,18 @@ mod conn;
 mod connect;
 mod dns;
 mod endpoint;
+mod events;
 mod health;
 mod keepalive;
+mod pipe;
 mod pool;
 pub(crate) mod reflection;
 mod retry;
 pub(crate) mod schema;
 mod shared;
 mod stats;
+#[cfg(test)]
+mod tests;
 pub(crate) mod tls;
 
 pub(crate) use client::UpstreamClient;

@@ -18,17 +18,13 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use super::balancer::EndpointSet;
-use super::connect::ConnectError;
 use super::dns::Resolver;
 use super::endpoint::{Endpoint, Failure, Health};
+use super::events::{Level, Logs};
 use super::health;
 use super::retry::RetryBudget;
 use super::stats::{EndpointStats, UpstreamStats};
 use crate::config;
-
-/// State-change lines per upstream per window before lines are suppressed.
-const LOG_LINES: u32 = 20;
-const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 pub(crate) struct Shared {
     pub(crate) config: Arc<config::Upstream>,
@@ -49,7 +45,7 @@ pub(crate) struct Shared {
     /// True once every DNS name was looked up once (answered or not).
     pub(crate) resolved: watch::Sender<bool>,
     resolver: Resolver,
-    logs: Mutex<Logs>,
+    pub(super) logs: Mutex<Logs>,
 }
 
 /// The endpoints, by the configured entry they come from.
@@ -71,45 +67,6 @@ struct Entry {
     port: u16,
     tls_name: Option<ServerName<'static>>,
     endpoints: Vec<Arc<Endpoint>>,
-}
-
-/// Rate limits of the two kinds of log lines, so a flood of connect failures cannot hide
-/// an ejection.
-#[derive(Default)]
-struct Logs {
-    state: LogLimit,
-    connections: LogLimit,
-}
-
-#[derive(Default)]
-struct LogLimit {
-    window: Option<Instant>,
-    lines: u32,
-    suppressed: u32,
-}
-
-impl LogLimit {
-    /// Whether a line may be written now; and how many were suppressed before it.
-    fn admit(&mut self) -> Option<u32> {
-        let now = Instant::now();
-        if self.window.is_none_or(|w| now - w >= LOG_WINDOW) {
-            self.window = Some(now);
-            self.lines = 0;
-        }
-        if self.lines >= LOG_LINES {
-            self.suppressed += 1;
-            return None;
-        }
-        self.lines += 1;
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
-/// How loud a state change is.
-#[derive(Clone, Copy)]
-pub(crate) enum Level {
-    Info,
-    Warn,
 }
 
 impl Shared {
@@ -524,80 +481,6 @@ impl Shared {
             transparent_retries_total: self.transparent_retries.load(Ordering::Relaxed),
             panic: m.panic,
         }
-    }
-
-    /// Logs a change of `endpoint` (or `*` for the upstream), within the rate limit.
-    pub(crate) fn note(&self, level: Level, endpoint: &str, what: std::fmt::Arguments<'_>) {
-        let admitted = self
-            .logs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .state
-            .admit();
-        self.write(admitted, level, endpoint, what);
-    }
-
-    fn write(
-        &self,
-        admitted: Option<u32>,
-        level: Level,
-        endpoint: &str,
-        what: std::fmt::Arguments<'_>,
-    ) {
-        let Some(suppressed) = admitted else {
-            return;
-        };
-        let upstream = &*self.name;
-        match level {
-            Level::Info => {
-                tracing::info!(
-                    upstream,
-                    endpoint,
-                    suppressed,
-                    "upstream {upstream:?}: {what}"
-                )
-            }
-            Level::Warn => {
-                tracing::warn!(
-                    upstream,
-                    endpoint,
-                    suppressed,
-                    "upstream {upstream:?}: {what}"
-                )
-            }
-        }
-    }
-
-    /// Logs why a connect failed (callers only learn the kind of failure).
-    pub(crate) fn log_connect_failure(&self, ep: &Endpoint, e: &ConnectError) {
-        let admitted = self
-            .logs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .connections
-            .admit();
-        self.write(
-            admitted,
-            Level::Warn,
-            &ep.label,
-            format_args!("connect failed: {}", e.detail),
-        );
-    }
-
-    /// Logs a connection closed because a PING went unanswered.
-    pub(crate) fn log_unanswered_ping(&self, ep: &Endpoint, timeout: Duration) {
-        let admitted = self
-            .logs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .connections
-            .admit();
-        self.write(
-            admitted,
-            Level::Warn,
-            &ep.label,
-            format_args!("connection closed: no answer to a PING within {timeout:?}"),
-        );
     }
 }
 

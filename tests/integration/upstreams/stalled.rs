@@ -56,9 +56,11 @@ impl ProxyProcess {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(GUARD)
-            .expect("the proxy logged no listening address");
+        let Ok(addr) = rx.recv_timeout(GUARD) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the proxy logged no listening address");
+        };
         ProxyProcess {
             child,
             addr: addr.parse().unwrap(),
