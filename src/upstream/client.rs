@@ -323,7 +323,7 @@ fn send_slow(
                 });
             };
             *req.uri_mut() = ep.uri(&path(&req));
-            let conn = match Pool::conn(&ep).await {
+            let conn = match Pool::conn(&ep, ctx.deadline).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     // Nothing was sent: another endpoint may take the call.

@@ -57,6 +57,11 @@ impl ConnectFailure {
 }
 
 impl ConnectError {
+    /// The connect task ended without an answer (the runtime is shutting down).
+    pub(crate) fn gone() -> ConnectError {
+        ConnectError::new(ConnectFailure::Other, "the connect task ended")
+    }
+
     fn new(kind: ConnectFailure, detail: impl Into<Arc<str>>) -> ConnectError {
         ConnectError {
             kind,

@@ -89,7 +89,7 @@ async fn ask(
     deadline: Instant,
     used: &mut Option<Arc<ConnState>>,
 ) -> Result<bool, &'static str> {
-    let conn = Pool::conn(ep).await.map_err(|e| e.kind.as_str())?;
+    let conn = Pool::conn(ep, None).await.map_err(|e| e.kind.as_str())?;
     *used = Some(conn.state.clone());
     let message = HealthCheckRequest {
         service: check.service.clone(),

@@ -153,15 +153,29 @@ impl Pool {
         self.attempts.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
-    /// A connection with room, connecting when there is none.
-    pub(crate) async fn conn(ep: &Arc<Endpoint>) -> Result<Connection, ConnectError> {
+    /// A connection with room, connecting when there is none. A caller whose `deadline`
+    /// passes while it waits for the connect counts against the endpoint, as a call that got
+    /// no byte from it.
+    pub(crate) async fn conn(
+        ep: &Arc<Endpoint>,
+        deadline: Option<Instant>,
+    ) -> Result<Connection, ConnectError> {
         match ep.pool.pick() {
             Pick::Ready(c) => Ok(c),
             Pick::Busy(c) => {
                 Pool::grow(ep);
                 Ok(c)
             }
-            Pick::None => Pool::open(ep).await,
+            Pick::None => {
+                let mut waiting = Waiting {
+                    ep,
+                    deadline,
+                    done: false,
+                };
+                let result = Pool::open(ep).await;
+                waiting.done = true;
+                result
+            }
         }
     }
 
@@ -187,10 +201,12 @@ impl Pool {
         });
     }
 
-    /// Opens a connection, or waits for the caller already opening one and shares its result.
+    /// Opens a connection, or waits for the connect already running and shares its result.
+    /// The connect runs in a task of its own: a caller that gives up (its deadline) does not
+    /// abandon it, so every attempt ends (within the connect timeout) and is counted.
     async fn open(ep: &Arc<Endpoint>) -> Result<Connection, ConnectError> {
         let seen = ep.pool.attempts();
-        let _connecting = ep.pool.connecting.lock().await;
+        let lock = ep.pool.connecting.clone().lock_owned().await;
         if let Pick::Ready(c) | Pick::Busy(c) = ep.pool.pick() {
             return Ok(c);
         }
@@ -204,19 +220,45 @@ impl Pool {
                 }
             }
         }
-        // Boxed: connecting is rare, and its future (TCP, TLS, HTTP/2 handshake) is large.
-        let connect = Box::pin(connect::connect(ep));
-        match connect.await {
-            Ok(conn) => {
-                ep.pool.add(&conn);
-                ep.pool.finish_attempt(None);
-                Ok(conn)
+        let owner = ep.clone();
+        let attempt = tokio::spawn(async move {
+            // Held until the attempt ends, so the callers queue behind it.
+            let _connecting = lock;
+            let ep = owner;
+            match connect::connect(&ep).await {
+                Ok(conn) => {
+                    ep.pool.add(&conn);
+                    ep.pool.finish_attempt(None);
+                    Ok(conn)
+                }
+                Err(e) => {
+                    ep.pool.finish_attempt(Some(e.clone()));
+                    connect_failed(&ep, &e);
+                    Err(e)
+                }
             }
-            Err(e) => {
-                ep.pool.finish_attempt(Some(e.clone()));
-                connect_failed(ep, &e);
-                Err(e)
-            }
+        });
+        match attempt.await {
+            Ok(result) => result,
+            Err(_) => Err(connect::ConnectError::gone()),
+        }
+    }
+}
+
+/// A caller waiting for a connect: if its deadline passes first, the endpoint failed it.
+struct Waiting<'a> {
+    ep: &'a Arc<Endpoint>,
+    deadline: Option<Instant>,
+    done: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let expired = self
+            .deadline
+            .is_some_and(|d| Instant::now() + Duration::from_millis(1) >= d);
+        if !self.done && expired {
+            self.ep.failed(Failure::Silent);
         }
     }
 }

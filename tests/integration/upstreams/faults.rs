@@ -174,3 +174,25 @@ async fn keepalive_pings_stay_within_grpc_core_ping_policy() {
         assert!(res.is_ok(), "{res:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_time_out_waiting_for_a_handshake_eject_the_endpoint() {
+    // A new endpoint that accepts TCP and never answers, with calls whose deadline is shorter
+    // than the connect timeout (5 s by default): each call that gives up counts.
+    let good = spawn_backend().await;
+    let silent = Relay::start(closed_port()).await;
+    silent.black_hole(true);
+    let yaml = config(
+        &[&good.url, &silent.url],
+        &["outlier: { consecutive_failures: 3, base_ejection: 30s }"],
+        &[],
+    );
+    let proxy = spawn_proxy_yaml(&yaml).await;
+    let mut caller = Caller::new(&proxy).await;
+    let start = Instant::now();
+    let (failures, last) = traffic(&mut caller, 40, Duration::from_millis(300), start).await;
+    assert!(failures <= 3, "{failures} calls failed");
+    report("endpoint that never handshakes (last failed call)", last);
+    let (later, _) = traffic(&mut caller, 20, Duration::from_millis(300), start).await;
+    assert_eq!(later, 0);
+}
