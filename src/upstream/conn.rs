@@ -37,8 +37,10 @@ use crate::body::BoxBody;
 pub(crate) struct ConnState {
     /// Streams open on it.
     pub(crate) active: AtomicUsize,
-    /// The connection has ended, or is being given up: it takes no new stream.
+    /// The connection has ended, or takes no new stream (GOAWAY): no new stream goes there.
     closed: AtomicBool,
+    /// The pool gave the connection up: its driver drops it (streams still open fail).
+    abandoned: AtomicBool,
     /// Set when something arrives from the peer (response heads, data, trailers); the driver
     /// clears it to learn whether the peer spoke since it last looked.
     heard: AtomicBool,
@@ -54,6 +56,7 @@ impl ConnState {
         ConnState {
             active: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             heard: AtomicBool::new(false),
             wake: Notify::new(),
             endpoint,
@@ -69,10 +72,16 @@ impl ConnState {
         self.closed.store(true, Ordering::Release);
     }
 
-    /// Marks the connection closed and wakes its driver, which then drops it.
+    /// Gives the connection up: wakes its driver, which then drops it.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.abandoned.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// Whether the pool gave the connection up.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
     }
 
     /// Records that the peer spoke. Usually the flag is already set: then this only reads it,

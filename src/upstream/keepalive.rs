@@ -166,7 +166,7 @@ pub(crate) async fn drive<T>(
                 break End::Unanswered;
             }
             () = state.wake.notified() => {
-                if state.is_closed() {
+                if state.is_abandoned() {
                     break End::Abandoned;
                 }
                 // A call ended at its deadline without a byte: probe the connection.
