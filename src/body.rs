@@ -23,7 +23,7 @@ use crate::protocol::grpc::frame::{self, FrameDecoder, FrameError, FrameScanner,
 use crate::protocol::grpc::status::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS_BIN};
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::grpc_web::TextDecoder;
-use crate::upstream::{StreamGuard, UpstreamBody};
+use crate::upstream::UpstreamBody;
 
 /// Error type of bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -522,8 +522,8 @@ pub(crate) enum Event {
 /// then exactly one end. Enforces the response size limit and the call's deadline, and maps
 /// resets and lost connections to statuses. Dropping it resets the upstream stream.
 pub(crate) struct GrpcStream {
+    /// Holds the stream's guard: dropping it ends the stream's count on its connection.
     body: Option<UpstreamBody>,
-    _guard: Option<StreamGuard>,
     scanner: FrameScanner,
     deadline: Option<Pin<Box<Sleep>>>,
     failure: FailureSlot,
@@ -548,7 +548,6 @@ impl GrpcStream {
     /// Follows an upstream body.
     pub(crate) fn new(
         body: UpstreamBody,
-        guard: StreamGuard,
         limit: usize,
         deadline: Option<Instant>,
         failure: FailureSlot,
@@ -556,7 +555,6 @@ impl GrpcStream {
     ) -> GrpcStream {
         GrpcStream {
             body: Some(body),
-            _guard: Some(guard),
             scanner: FrameScanner::new(limit, FLAG_COMPRESSED),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             failure,
@@ -584,7 +582,6 @@ impl GrpcStream {
     pub(crate) fn ended(end: End) -> GrpcStream {
         GrpcStream {
             body: None,
-            _guard: None,
             scanner: FrameScanner::new(0, 0),
             deadline: None,
             failure: Arc::new(OnceLock::new()),
@@ -606,7 +603,6 @@ impl GrpcStream {
     fn finish(&mut self, end: End) -> Poll<Option<Event>> {
         // Dropping the body resets the upstream stream if it is still open.
         self.body = None;
-        self._guard = None;
         self.deadline = None;
         self.partial.clear();
         match self.ready.pop_front() {

@@ -18,6 +18,8 @@ pub(crate) struct Target {
     pub(crate) max_message_size: usize,
     /// Longest gap in a request body that must arrive whole.
     pub(crate) body_timeout: Duration,
+    /// The route's retry policy for unary calls.
+    pub(crate) retry: Option<crate::upstream::RetrySpec>,
 }
 
 #[derive(Debug)]
@@ -50,6 +52,7 @@ impl RouteTable {
                         timeout: r.timeout.or(up.timeout),
                         max_message_size: r.max_message_size.unwrap_or(up.max_message_size),
                         body_timeout: config.limits.body_timeout,
+                        retry: r.retry.as_ref().map(crate::upstream::RetrySpec::new),
                     },
                 }
             })

@@ -279,6 +279,10 @@ pub struct Upstream {
     pub rest: bool,
     /// Path of the generated OpenAPI document; not served when absent.
     pub openapi: Option<String>,
+    /// DNS servers to resolve endpoint names with instead of the system resolver (tests
+    /// point this at a server of their own; not a YAML key).
+    #[serde(skip)]
+    pub dns_servers: Vec<std::net::SocketAddr>,
 }
 
 impl Upstream {
@@ -299,6 +303,7 @@ impl Upstream {
             json: JsonConfig::default(),
             rest: true,
             openapi: None,
+            dns_servers: Vec::new(),
         }
     }
 }

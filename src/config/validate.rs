@@ -506,6 +506,7 @@ impl Validator<'_> {
             json,
             rest: u.rest.unwrap_or(true),
             openapi: u.openapi,
+            dns_servers: Vec::new(),
         })
     }
 

@@ -23,7 +23,7 @@ use crate::protocol::grpc::GRPC_ENCODING;
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::json::Method;
 use crate::routing::Target;
-use crate::upstream::{StreamGuard, UpstreamBody, UpstreamClient};
+use crate::upstream::{RetrySpec, UpstreamBody, UpstreamClient};
 
 /// A call on its way to an upstream.
 pub(crate) struct Call {
@@ -36,6 +36,8 @@ pub(crate) struct Call {
     /// Longest gap in a request body that must arrive whole (HTTP/1.1, Connect unary).
     pub(crate) body_timeout: Duration,
     pub(crate) failure: FailureSlot,
+    /// The route's retry policy.
+    retry: Option<RetrySpec>,
 }
 
 /// What the upstream answered: response metadata and the rest of the call as a stream.
@@ -103,6 +105,7 @@ impl Call {
             limit: target.max_message_size,
             body_timeout: target.body_timeout,
             failure: Arc::new(OnceLock::new()),
+            retry: target.retry,
         }
     }
 
@@ -159,7 +162,7 @@ impl Call {
     /// the future holds that send and what classifying the answer needs, nothing more.
     pub(crate) fn start(&self, req: Request<BoxBody>) -> impl Future<Output = Reply> + Send {
         let expired = self.deadline.is_some_and(|d| d <= Instant::now());
-        let sending = (!expired).then(|| self.upstream.start(req));
+        let sending = (!expired).then(|| self.upstream.start(req, self.deadline, self.retry));
         let answer = Answer {
             ctx: self.ctx.clone(),
             name: self.name.clone(),
@@ -179,16 +182,20 @@ impl Call {
                 None => sending.await,
             };
             match result {
-                Ok((res, guard)) => {
-                    let reply = answer.classify(res, guard).await;
+                Ok(res) => {
+                    let reply = answer.classify(res).await;
                     reply.with_ctx(answer.ctx)
                 }
                 Err(e) => {
+                    let endpoint = e.endpoint().cloned();
                     let status = answer
                         .failure
                         .get()
                         .cloned()
                         .unwrap_or_else(|| e.into_status(&answer.name));
+                    if let Some(endpoint) = endpoint {
+                        let _ = answer.ctx.endpoint.set(endpoint);
+                    }
                     Reply::error(status).with_ctx(answer.ctx)
                 }
             }
@@ -206,7 +213,8 @@ struct Answer {
 }
 
 impl Answer {
-    async fn classify(&self, res: Response<UpstreamBody>, guard: StreamGuard) -> Reply {
+    async fn classify(&self, res: Response<UpstreamBody>) -> Reply {
+        let _ = self.ctx.endpoint.set(res.body().endpoint().clone());
         let (parts, body) = res.into_parts();
         let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
         let is_grpc = content_type
@@ -264,7 +272,6 @@ impl Answer {
             content_type,
             stream: GrpcStream::new(
                 body,
-                guard,
                 self.limit,
                 self.deadline,
                 self.failure.clone(),

@@ -82,9 +82,14 @@ impl Proxy {
             .upstreams
             .iter()
             .map(|u| {
-                let same = previous.and_then(|p| p.upstreams.iter().find(|c| *c.config == **u));
-                match same {
-                    Some(client) => Ok(client.clone()),
+                // An unchanged upstream keeps its client (pools, health, counters) and reads
+                // its TLS files again for the connections it opens from now on.
+                let kept = previous
+                    .and_then(|p| p.upstreams.iter().find_map(|c| c.carry_over(u)))
+                    .transpose()
+                    .map_err(|e| format!("upstream {:?}: {e}", u.name))?;
+                match kept {
+                    Some(client) => Ok(client),
                     None => UpstreamClient::new(u.clone())
                         .map(Arc::new)
                         .map_err(|e| format!("upstream {:?}: {e}", u.name)),

@@ -1,4 +1,5 @@
-//! One HTTP/2 connection to an upstream, driven with the h2 crate directly.
+//! One HTTP/2 connection to an upstream endpoint, driven with the h2 crate directly, and the
+//! streams sent on it.
 //!
 //! hyper's client sends a request's HEADERS and then, in a later write, its DATA: a body is
 //! only sent once h2 has assigned the stream send capacity, which happens after the HEADERS
@@ -7,96 +8,243 @@
 //! has ready is handed to h2 together with the headers, so a unary call costs the upstream
 //! connection one write and the backend one wakeup; a body that is not complete yet (client
 //! streams) is piped by a small task that waits for send capacity before each chunk.
+//!
+//! Every stream carries a [`StreamGuard`]: it counts the stream on its connection, and tells
+//! the endpoint how the stream went (outlier detection) and the connection when a call ended
+//! at its deadline without a byte from upstream (a PING then checks that the connection is
+//! still alive).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
-use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
-use h2::{Reason, RecvStream, SendStream};
-use http::{HeaderMap, Request, Response};
+use h2::{Reason, RecvStream};
+use http::{Request, Response};
 use http_body::{Body, Frame};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
 
+use super::endpoint::{Endpoint, Failure};
+use super::pipe::{send_frame, Pipe};
+use super::retry::{Capture, Chunks, Replay};
 use crate::body::BoxBody;
 
-/// Keepalive: a PING after this long, while streams are open. gRPC servers count PINGs more
-/// frequent than 5 minutes as abuse by default (grpc-go's `MinTime`) and close the connection.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(300);
-/// How long a keepalive PING may go unanswered before the connection is given up.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// What one connection's users share with the task that drives it.
+pub(crate) struct ConnState {
+    /// Streams open on it.
+    pub(crate) active: AtomicUsize,
+    /// The connection has ended, or takes no new stream (GOAWAY): no new stream goes there.
+    closed: AtomicBool,
+    /// The pool gave the connection up: its driver drops it (streams still open fail).
+    abandoned: AtomicBool,
+    /// Set when something arrives from the peer (response heads, data, trailers); the driver
+    /// clears it to learn whether the peer spoke since it last looked.
+    heard: AtomicBool,
+    /// Wakes the driver: a call ended at its deadline without a byte (a PING may probe the
+    /// connection), or the connection is to be closed.
+    pub(crate) wake: Notify,
+    /// The endpoint it connects to.
+    pub(crate) endpoint: Arc<Endpoint>,
+}
+
+impl ConnState {
+    pub(crate) fn new(endpoint: Arc<Endpoint>) -> ConnState {
+        ConnState {
+            active: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+            heard: AtomicBool::new(false),
+            wake: Notify::new(),
+            endpoint,
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection closed (its driver ended).
+    pub(crate) fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Gives the connection up: wakes its driver, which then drops it.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.abandoned.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Whether the pool gave the connection up.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
+    }
+
+    /// Records that the peer spoke. Usually the flag is already set: then this only reads it,
+    /// so streams of one connection on several threads do not contend for the cache line.
+    fn hear(&self) {
+        if !self.heard.load(Ordering::Relaxed) {
+            self.heard.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the peer spoke since the last call; clears the flag.
+    pub(crate) fn take_heard(&self) -> bool {
+        self.heard.swap(false, Ordering::Relaxed)
+    }
+}
 
 /// A connection's send handle; clones share the connection.
 #[derive(Clone)]
 pub(crate) struct Connection {
     sender: SendRequest<Bytes>,
-    closed: Arc<AtomicBool>,
+    pub(crate) state: Arc<ConnState>,
+}
+
+/// How a stream's outcome is accounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Accounting {
+    /// A call: its outcome counts for outlier detection, and ending at `deadline` without a
+    /// byte from upstream is a failure that probes the connection.
+    Call(Option<Instant>),
+    /// A health check: judged by the health checker itself.
+    Check,
 }
 
 impl Connection {
-    /// Whether the connection has ended (or its task has given it up).
+    pub(crate) fn new(sender: SendRequest<Bytes>, state: Arc<ConnState>) -> Connection {
+        Connection { sender, state }
+    }
+
+    /// Whether the connection has ended (or is being given up).
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.state.is_closed()
     }
 
     /// Sends a request (its URI absolute). The headers and whatever of the body is ready are
-    /// with h2 when this returns; the rest of the body follows from a task. The request comes
-    /// back when the connection can take no new stream, so another can be tried.
+    /// with h2 when this returns; the rest of the body follows from a task. When the body was
+    /// complete, a copy of the request comes back too ([`Replay`]: the same `Bytes`, shared),
+    /// so that a stream the upstream provably did not process can be sent elsewhere; with
+    /// `keep`, a body still arriving is captured as it is piped, for the same purpose. The
+    /// request comes back when the connection can take no new stream.
     // The error hands the request back whole, to be sent elsewhere; it is rare.
     #[allow(clippy::result_large_err)]
-    pub(crate) fn send(&self, req: Request<BoxBody>) -> Result<Sending, Refused> {
+    pub(crate) fn send(
+        &self,
+        req: Request<BoxBody>,
+        accounting: Accounting,
+        keep: bool,
+    ) -> Result<(Sending, Option<Replay>), Refused> {
         let mut sender = self.sender.clone();
         let mut cx = Context::from_waker(Waker::noop());
         // A fresh handle has no stream of its own waiting to open, so this only says whether
         // the connection still takes streams (not closed, no GOAWAY).
-        if let Poll::Ready(Err(e)) = sender.poll_ready(&mut cx) {
-            self.closed.store(true, Ordering::Release);
-            return Err(Refused {
-                request: Some(req),
-                error: e,
-            });
+        if self.is_closed() {
+            return Err(Refused { request: Some(req) });
+        }
+        if let Poll::Ready(Err(_)) = sender.poll_ready(&mut cx) {
+            self.state.closed.store(true, Ordering::Release);
+            return Err(Refused { request: Some(req) });
         }
         let (parts, mut body) = req.into_parts();
-        let eos = body.is_end_stream();
-        let (response, mut send) = match sender.send_request(Request::from_parts(parts, ()), eos) {
-            Ok(pair) => pair,
-            Err(e) => {
-                return Err(Refused {
-                    request: None,
-                    error: e,
-                })
-            }
+        // What the body has ready now (the noop waker is fine: what is not ready is polled
+        // again, with the pipe task's waker, before anything waits on it).
+        let mut taken = Taken::default();
+        let complete = body.is_end_stream() || taken.take_ready(&mut body, &mut cx);
+        let over = complete || taken.rest.is_some();
+        let (replay, capture) = if complete {
+            (Some(Replay::new(parts.clone(), taken.chunks.clone())), None)
+        } else if keep && !over {
+            let capture = Capture::new(taken.chunks.clone());
+            (
+                Some(Replay::piped(parts.clone(), capture.clone())),
+                Some(capture),
+            )
+        } else {
+            (None, None)
         };
-        if eos {
-            return Ok(Sending {
-                response,
-                cancel: None,
-            });
+        let headers_end = complete && taken.chunks.is_empty() && taken.rest.is_none();
+        let (response, mut send) =
+            match sender.send_request(Request::from_parts(parts, ()), headers_end) {
+                Ok(pair) => pair,
+                Err(_) => {
+                    // Not taken after all (a GOAWAY or the end of the connection came in
+                    // between): only a copy can be sent elsewhere.
+                    self.state.closed.store(true, Ordering::Release);
+                    return Err(Refused {
+                        request: replay.and_then(|r| r.request(None)),
+                    });
+                }
+            };
+        let guard = StreamGuard::new(&self.state, accounting);
+        let last = taken.chunks.len();
+        for (i, chunk) in taken.chunks.into_iter().enumerate() {
+            let end = complete && i + 1 == last;
+            if send.send_data(chunk, end).is_err() {
+                break;
+            }
         }
-        // The noop waker is fine: what is not ready now is polled again, with the pipe task's
-        // waker, before anything waits on it.
-        match pump_ready(&mut body, &mut send, &mut cx) {
-            Pumped::Done => Ok(Sending {
-                response,
-                cancel: None,
-            }),
-            Pumped::More => {
-                let (cancel, cancelled) = oneshot::channel();
-                tokio::spawn(Pipe {
-                    body,
-                    send,
-                    cancelled,
-                    pending: None,
-                });
-                Ok(Sending {
+        if let Some(step) = taken.rest {
+            send_frame(&mut send, Some(step), true);
+        }
+        if over {
+            return Ok((
+                Sending {
                     response,
-                    cancel: Some(cancel),
-                })
+                    cancel: None,
+                    guard: Some(guard),
+                },
+                replay,
+            ));
+        }
+        let (cancel, cancelled) = oneshot::channel();
+        tokio::spawn(Pipe::new(body, send, cancelled, capture));
+        Ok((
+            Sending {
+                response,
+                cancel: Some(cancel),
+                guard: Some(guard),
+            },
+            replay,
+        ))
+    }
+}
+
+/// The part of a request body that was ready when it was sent.
+#[derive(Default)]
+struct Taken {
+    chunks: Chunks,
+    /// A frame that is not data (trailers) or an error, which ends what is sent.
+    rest: Option<Result<Frame<Bytes>, crate::body::BoxError>>,
+}
+
+impl Taken {
+    /// Takes every frame the body has ready; true when the body is over.
+    fn take_ready(&mut self, body: &mut BoxBody, cx: &mut Context<'_>) -> bool {
+        loop {
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(None) => return true,
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        self.chunks.push(data);
+                        if body.is_end_stream() {
+                            return true;
+                        }
+                    }
+                    Err(frame) => {
+                        self.rest = Some(Ok(frame));
+                        return false;
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    self.rest = Some(Err(e));
+                    return false;
+                }
             }
         }
     }
@@ -104,10 +252,8 @@ impl Connection {
 
 /// A request the connection did not take.
 pub(crate) struct Refused {
-    /// The request, when it can still be sent elsewhere (the connection was found closed
-    /// before it was handed over).
+    /// The request, when it can still be sent elsewhere.
     pub(crate) request: Option<Request<BoxBody>>,
-    pub(crate) error: h2::Error,
 }
 
 /// A sent request, waiting for the response head.
@@ -116,148 +262,162 @@ pub(crate) struct Sending {
     /// Dropped (with the response body) when the call is over: the pipe task then resets the
     /// stream if the caller is still sending.
     cancel: Option<oneshot::Sender<()>>,
+    guard: Option<StreamGuard>,
+}
+
+/// A stream that failed before its response head, and where it was sent.
+pub(crate) struct Failed {
+    pub(crate) error: h2::Error,
+    pub(crate) endpoint: Arc<Endpoint>,
+}
+
+impl Failed {
+    /// Whether the upstream provably did not process the stream: refused it, or announced
+    /// (GOAWAY) that it stopped taking streams before this one.
+    pub(crate) fn never_processed(&self) -> bool {
+        let e = &self.error;
+        e.is_remote() && (e.is_go_away() || e.reason() == Some(Reason::REFUSED_STREAM))
+    }
 }
 
 impl Future for Sending {
-    type Output = Result<Response<UpstreamBody>, h2::Error>;
+    type Output = Result<Response<UpstreamBody>, Failed>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let res = ready!(Pin::new(&mut self.response).poll(cx))?;
-        let cancel = self.cancel.take();
-        Poll::Ready(Ok(res.map(|recv| UpstreamBody {
-            recv,
-            data_done: false,
-            _cancel: cancel,
-        })))
-    }
-}
-
-enum Pumped {
-    Done,
-    More,
-}
-
-/// Hands h2 every frame the body has ready now.
-fn pump_ready(body: &mut BoxBody, send: &mut SendStream<Bytes>, cx: &mut Context<'_>) -> Pumped {
-    loop {
-        match Pin::new(&mut *body).poll_frame(cx) {
-            Poll::Pending => return Pumped::More,
-            Poll::Ready(step) => {
-                if let Some(done) = send_frame(body, send, step) {
-                    return done;
-                }
+        let result = ready!(Pin::new(&mut self.response).poll(cx));
+        let Some(mut guard) = self.guard.take() else {
+            // Polled again after it completed: nothing more will come.
+            return Poll::Pending;
+        };
+        match result {
+            Ok(res) => {
+                guard.answered();
+                let cancel = self.cancel.take();
+                Poll::Ready(Ok(res.map(|recv| UpstreamBody {
+                    recv,
+                    data_done: false,
+                    _cancel: cancel,
+                    guard,
+                })))
+            }
+            Err(error) => {
+                guard.failed(&error);
+                Poll::Ready(Err(Failed {
+                    error,
+                    endpoint: guard.conn.endpoint.clone(),
+                }))
             }
         }
     }
 }
 
-/// Sends one polled frame on; `Some` when the body is over.
-fn send_frame(
-    body: &BoxBody,
-    send: &mut SendStream<Bytes>,
-    step: Option<Result<Frame<Bytes>, crate::body::BoxError>>,
-) -> Option<Pumped> {
-    match step {
-        Some(Ok(frame)) => match frame.into_data() {
-            Ok(data) => {
-                let end = body.is_end_stream();
-                if send.send_data(data, end).is_err() || end {
-                    return Some(Pumped::Done);
-                }
-                None
-            }
-            Err(frame) => {
-                let trailers = frame.into_trailers().unwrap_or_else(|_| HeaderMap::new());
-                let _ = send.send_trailers(trailers);
-                Some(Pumped::Done)
-            }
-        },
-        // The caller's body failed (it went away, or sent something malformed): the call is
-        // over upstream too.
-        Some(Err(_)) => {
-            send.send_reset(CUT_SHORT);
-            Some(Pumped::Done)
+/// Counts a stream as active on its connection until dropped, and reports how it went.
+pub(crate) struct StreamGuard {
+    conn: Arc<ConnState>,
+    accounting: Accounting,
+    /// Something came back on the stream, or its outcome was already reported.
+    settled: bool,
+}
+
+impl std::fmt::Debug for StreamGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamGuard")
+            .field("endpoint", &self.conn.endpoint.label)
+            .finish()
+    }
+}
+
+impl StreamGuard {
+    fn new(conn: &Arc<ConnState>, accounting: Accounting) -> StreamGuard {
+        conn.active.fetch_add(1, Ordering::Relaxed);
+        StreamGuard {
+            conn: conn.clone(),
+            accounting,
+            settled: false,
         }
-        None => {
-            let _ = send.send_data(Bytes::new(), true);
-            Some(Pumped::Done)
+    }
+
+    /// The response head arrived: the endpoint is alive.
+    fn answered(&mut self) {
+        self.settled = true;
+        self.conn.hear();
+        if let Accounting::Call(_) = self.accounting {
+            self.conn.endpoint.succeeded();
+        }
+    }
+
+    /// The stream failed with `e`.
+    fn failed(&mut self, e: &h2::Error) {
+        self.settled = true;
+        if matches!(self.accounting, Accounting::Call(_)) && endpoint_fault(e) {
+            self.conn.endpoint.failed(Failure::Stream);
         }
     }
 }
 
-/// How a request stream that will not be finished is reset. Not `CANCEL`: tonic's decoder
-/// (and so every tonic server) reads a request stream reset with `CANCEL` as its clean end, so
-/// a client-streaming handler would take an upload cut short for a complete one. Every gRPC
-/// server reads `INTERNAL_ERROR` as a failed stream.
-const CUT_SHORT: Reason = Reason::INTERNAL_ERROR;
-
-/// Pipes the rest of a request body, one chunk at a time as send capacity allows, so at most
-/// one chunk per stream waits in h2's buffer.
-struct Pipe {
-    body: BoxBody,
-    send: SendStream<Bytes>,
-    cancelled: oneshot::Receiver<()>,
-    /// A chunk polled from the body, waiting for capacity, and whether it is the last.
-    pending: Option<(Bytes, bool)>,
-}
-
-impl Future for Pipe {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        // The call is over (its response side dropped) or the upstream reset the stream.
-        if Pin::new(&mut this.cancelled).poll(cx).is_ready() {
-            this.send.send_reset(CUT_SHORT);
-            return Poll::Ready(());
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.conn.active.fetch_sub(1, Ordering::Relaxed);
+        if self.settled {
+            return;
         }
-        if this.send.poll_reset(cx).is_ready() {
-            return Poll::Ready(());
-        }
-        loop {
-            if let Some((data, end)) = this.pending.take() {
-                if this.send.capacity() == 0 {
-                    this.send.reserve_capacity(1);
-                    match this.send.poll_capacity(cx) {
-                        Poll::Pending => {
-                            this.pending = Some((data, end));
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Some(Ok(_))) => {}
-                        Poll::Ready(_) => return Poll::Ready(()),
-                    }
-                    if this.send.capacity() == 0 {
-                        this.pending = Some((data, end));
-                        continue;
-                    }
-                }
-                if this.send.send_data(data, end).is_err() || end {
-                    return Poll::Ready(());
-                }
-            }
-            let step = ready!(Pin::new(&mut this.body).poll_frame(cx));
-            match step {
-                Some(Ok(frame)) if frame.is_data() => {
-                    let end = this.body.is_end_stream();
-                    if let Ok(data) = frame.into_data() {
-                        this.pending = Some((data, end));
-                    }
-                }
-                step => {
-                    send_frame(&this.body, &mut this.send, step);
-                    return Poll::Ready(());
-                }
+        // Nothing came back. If the call ended at its deadline, the endpoint failed it, and
+        // its connection may be a black hole: the driver probes it with a PING.
+        if let Accounting::Call(Some(deadline)) = self.accounting {
+            // Timers fire at or after their instant; the slack covers a guard dropped by a
+            // timer of the caller's own that was set from the same deadline.
+            if Instant::now() + std::time::Duration::from_millis(1) >= deadline {
+                self.conn.endpoint.failed(Failure::Silent);
+                self.conn.wake.notify_one();
             }
         }
     }
+}
+
+/// Whether a stream error says something is wrong with the endpoint (rather than a call that
+/// was cancelled or an orderly shutdown).
+pub(crate) fn endpoint_fault(e: &h2::Error) -> bool {
+    if e.is_io() {
+        return true;
+    }
+    !matches!(
+        e.reason(),
+        None | Some(Reason::NO_ERROR) | Some(Reason::CANCEL)
+    )
 }
 
 /// The body of an upstream response: data as it arrives (its flow-control window released as
-/// it is handed on), then the trailers.
+/// it is handed on), then the trailers. It holds the stream's [`StreamGuard`].
 pub(crate) struct UpstreamBody {
     recv: RecvStream,
     data_done: bool,
     _cancel: Option<oneshot::Sender<()>>,
+    guard: StreamGuard,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("endpoint", &self.guard.conn.endpoint.label)
+            .finish()
+    }
+}
+
+impl UpstreamBody {
+    /// The endpoint that serves the stream (`address:port`), for the access log.
+    pub(crate) fn endpoint(&self) -> &Arc<str> {
+        &self.guard.conn.endpoint.label
+    }
+
+    pub(crate) fn endpoint_ref(&self) -> &Arc<Endpoint> {
+        &self.guard.conn.endpoint
+    }
+
+    fn fail(&mut self, e: &h2::Error) {
+        if matches!(self.guard.accounting, Accounting::Call(_)) && endpoint_fault(e) {
+            self.guard.conn.endpoint.failed(Failure::Stream);
+        }
+    }
 }
 
 impl Body for UpstreamBody {
@@ -272,73 +432,31 @@ impl Body for UpstreamBody {
         if !this.data_done {
             match ready!(this.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
+                    this.guard.conn.hear();
                     let _ = this.recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Err(e)) => {
+                    this.fail(&e);
+                    return Poll::Ready(Some(Err(e)));
+                }
                 None => this.data_done = true,
             }
         }
         match ready!(this.recv.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(Some(trailers)) => {
+                this.guard.conn.hear();
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
             Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
+            Err(e) => {
+                this.fail(&e);
+                Poll::Ready(Some(Err(e)))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         self.recv.is_end_stream()
-    }
-}
-
-/// The HTTP/2 handshake on `io`; the connection is driven by a task of its own, which also
-/// sends keepalive PINGs while `active` streams are open.
-pub(crate) async fn handshake<T>(io: T, active: Arc<AtomicUsize>) -> Result<Connection, String>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, mut conn) = h2::client::Builder::new()
-        .initial_window_size(4 << 20)
-        .initial_connection_window_size(16 << 20)
-        .max_frame_size(64 << 10)
-        .handshake::<_, Bytes>(io)
-        .await
-        .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
-    let closed = Arc::new(AtomicBool::new(false));
-    let ping = conn.ping_pong();
-    let done = closed.clone();
-    tokio::spawn(async move {
-        let result = match ping {
-            Some(ping) => {
-                tokio::select! {
-                    r = &mut conn => r,
-                    why = keepalive(ping, active) => {
-                        tracing::debug!(reason = why, "upstream connection given up");
-                        Ok(())
-                    }
-                }
-            }
-            None => conn.await,
-        };
-        done.store(true, Ordering::Release);
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "upstream connection closed");
-        }
-    });
-    Ok(Connection { sender, closed })
-}
-
-/// Resolves when a PING goes unanswered.
-async fn keepalive(mut ping: h2::PingPong, active: Arc<AtomicUsize>) -> &'static str {
-    loop {
-        tokio::time::sleep(KEEPALIVE_INTERVAL).await;
-        if active.load(Ordering::Relaxed) == 0 {
-            continue;
-        }
-        match tokio::time::timeout(KEEPALIVE_TIMEOUT, ping.ping(h2::Ping::opaque())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return "PING failed",
-            Err(_) => return "no answer to a PING",
-        }
     }
 }

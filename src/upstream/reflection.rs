@@ -340,7 +340,7 @@ async fn call(
         requests,
         deadline.saturating_duration_since(Instant::now()),
     );
-    let (response, _guard) = upstream
+    let response = upstream
         .send(req)
         .await
         .map_err(|e| CallError::Failed(e.into_status(&upstream.config.name).message))?;

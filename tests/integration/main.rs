@@ -15,4 +15,5 @@ mod grpc_web;
 mod interop;
 mod json;
 mod matrix;
+mod upstreams;
 mod websocket;

@@ -315,7 +315,10 @@ fn missing_prerequisites() -> Option<String> {
     )
     .exists()
     {
-        Some("Chromium is not installed (Debian: apt-get install chromium; or set CHROMIUM)".to_owned())
+        Some(
+            "Chromium is not installed (Debian: apt-get install chromium; or set CHROMIUM)"
+                .to_owned(),
+        )
     } else if !runs("python3", &["-c", PYTHON_CHECK]) {
         Some(
             "the Python packages of the grpcio backend (tests/interop/requirements.txt) are not \

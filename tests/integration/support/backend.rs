@@ -98,6 +98,8 @@ pub(crate) struct BackendState {
     pub(crate) last_headers: Mutex<Option<HeaderMap>>,
     /// Bumped by [`BackendState::kill_connections`].
     kills: Counter,
+    /// What its `grpc.health.v1.Health` service answers.
+    health: tonic_health::server::HealthReporter,
 }
 
 impl Default for BackendState {
@@ -112,6 +114,7 @@ impl Default for BackendState {
             gate: Semaphore::new(0),
             last_headers: Mutex::new(None),
             kills: Counter::default(),
+            health: tonic_health::server::HealthReporter::new(),
         }
     }
 }
@@ -130,6 +133,16 @@ impl BackendState {
     /// would. Connections accepted afterwards are served normally.
     pub(crate) fn kill_connections(&self) {
         self.kills.incr();
+    }
+
+    /// Makes its health service answer SERVING or NOT_SERVING (for the whole server, `""`).
+    pub(crate) async fn set_serving(&self, serving: bool) {
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        self.health.set_service_status("", status).await;
     }
 
     /// Lets gated streams send `n` more messages.
@@ -155,7 +168,16 @@ pub(crate) async fn spawn_backend() -> Backend {
 
 /// Starts the test backend with TLS (ALPN h2) when `tls` is given.
 pub(crate) async fn spawn_backend_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
-    let listener = TcpListener::bind(super::loopback()).await.unwrap();
+    spawn_backend_on(super::loopback(), tls).await
+}
+
+/// Starts the test backend on `addr` (another loopback address, a given port), with TLS when
+/// `tls` is given.
+pub(crate) async fn spawn_backend_on(
+    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Backend {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = Arc::new(BackendState::default());
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -185,18 +207,32 @@ async fn accept_loop(
     }))
     .max_decoding_message_size(usize::MAX)
     .max_encoding_message_size(usize::MAX);
+    let health = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(state.health.clone()),
+    );
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
         state.connections.incr();
         let svc = svc.clone();
+        let health = health.clone();
         let state = state.clone();
         let tls = tls.clone();
         let generation = state.kills.get();
         tokio::spawn(async move {
             let killed = state.clone();
-            let service = service_fn(move |req| handle(req, svc.clone(), state.clone()));
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (svc, mut health, state) = (svc.clone(), health.clone(), state.clone());
+                async move {
+                    if req.uri().path().starts_with("/grpc.health.v1.Health/") {
+                        let res = health.call(req).await?;
+                        return Ok::<_, Infallible>(res.map(|b| b.boxed_unsync()));
+                    }
+                    let res = handle(req, svc, state).await?;
+                    Ok(res.map(|b| b.boxed_unsync()))
+                }
+            });
             let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             let serve = async move {
                 let _ = match tls {

@@ -11,8 +11,12 @@
 pub(crate) mod backend;
 pub(crate) mod client;
 pub(crate) mod connect;
+pub(crate) mod dns;
 pub(crate) mod fake;
+pub(crate) mod grpcio;
 pub(crate) mod process;
+pub(crate) mod refusing;
+pub(crate) mod relay;
 pub(crate) mod tls;
 pub(crate) mod web;
 pub(crate) mod wire;

@@ -74,3 +74,77 @@ pub(crate) async fn connect(
         .await
         .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"))
 }
+
+/// A certificate authority with a server certificate (for `localhost` and 127.0.0.1) and a
+/// client certificate it signed, all written out as PEM: mTLS material.
+#[derive(Debug)]
+pub(crate) struct TestPki {
+    pub(crate) ca_der: CertificateDer<'static>,
+    pub(crate) ca_path: PathBuf,
+    pub(crate) server: TestCert,
+    pub(crate) client: TestCert,
+}
+
+/// Generates a CA, a server certificate and a client certificate (`test-client`).
+pub(crate) fn test_pki(name: &str) -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let dir = super::temp_dir(name);
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "switchboard test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let leaf = |sans: Vec<String>, cn: &str, file: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let cert_path = dir.join(format!("{file}.pem"));
+        let key_path = dir.join(format!("{file}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        TestCert {
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+            cert_path,
+            key_path,
+        }
+    };
+    let server = leaf(
+        vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+        "localhost",
+        "server",
+    );
+    let client = leaf(vec!["test-client".to_owned()], "test-client", "client");
+    TestPki {
+        ca_der: ca.der().clone(),
+        ca_path,
+        server,
+        client,
+    }
+}
+
+/// A server acceptor (ALPN h2) with the PKI's server certificate that requires a client
+/// certificate signed by its CA.
+pub(crate) fn mtls_acceptor(pki: &TestPki) -> tokio_rustls::TlsAcceptor {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server.key_der.clone()));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![pki.server.cert_der.clone()], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}

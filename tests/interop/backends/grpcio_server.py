@@ -11,13 +11,21 @@ with the same behaviour as the tonic backend of the integration tests
 - metadata echo: request header x-header-NAME comes back as a response header, x-trailer-NAME
   as a trailer (both in the trailers of an error sent before any message, as tonic does).
 
-    python3 tests/interop/backends/grpcio_server.py
+    python3 tests/interop/backends/grpcio_server.py [--listen HOST:PORT] [--name NAME] [--health]
+        [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
 
 The stubs are generated at start-up (grpc_tools.protoc) into a temporary directory. Listens on
-127.0.0.1 on an ephemeral port (h2c), prints the port as the first line of stdout once it
-accepts connections, and exits when its stdin closes. Packages: tests/interop/requirements.txt.
+127.0.0.1 on an ephemeral port (h2c) unless --listen says otherwise, prints the port as the
+first line of stdout once it accepts connections, and exits when its stdin closes.
+
+--name adds the response header `x-backend: NAME` to every answer (which backend answered).
+--health also serves grpc.health.v1.Health (grpcio-health-checking), SERVING for the whole
+server (""); the lines `not_serving` and `serving` on stdin change that. --tls-cert/--tls-key
+serve TLS (ALPN h2) instead of h2c; --client-ca then requires client certificates signed by
+that CA (mTLS). Packages: tests/interop/requirements.txt.
 """
 
+import argparse
 import importlib
 import os
 import shutil
@@ -74,9 +82,11 @@ class Status(grpc.Status):
         self.trailing_metadata = trailing_metadata
 
 
-def make_servicer(pb2, pb2_grpc):
+def make_servicer(pb2, pb2_grpc, backend_name=None):
     def echo_metadata(context):
         headers, trailers = [], []
+        if backend_name:
+            headers.append(("x-backend", backend_name))
         for name, value in context.invocation_metadata():
             if name.startswith("x-header-"):
                 headers.append((name, value))
@@ -196,7 +206,24 @@ def make_servicer(pb2, pb2_grpc):
     return TestService()
 
 
+def parse_args():
+    parser = argparse.ArgumentParser(description="the test service on grpcio")
+    parser.add_argument("--listen", default="127.0.0.1:0")
+    parser.add_argument("--name")
+    parser.add_argument("--health", action="store_true")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--client-ca")
+    return parser.parse_args()
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def main():
+    args = parse_args()
     out_dir = tempfile.mkdtemp(prefix="switchboard-grpcio-")
     try:
         pb2, pb2_grpc = generate_stubs(out_dir)
@@ -208,16 +235,42 @@ def main():
                 ("grpc.max_send_message_length", -1),
             ],
         )
-        pb2_grpc.add_TestServiceServicer_to_server(make_servicer(pb2, pb2_grpc), server)
-        port = server.add_insecure_port("127.0.0.1:0")
+        pb2_grpc.add_TestServiceServicer_to_server(make_servicer(pb2, pb2_grpc, args.name), server)
+        health = None
+        if args.health:
+            from grpc_health.v1 import health as health_mod
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+            health = health_mod.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(health, server)
+            statuses = {
+                "serving": health_pb2.HealthCheckResponse.SERVING,
+                "not_serving": health_pb2.HealthCheckResponse.NOT_SERVING,
+            }
+            health.set("", statuses["serving"])
+        if args.tls_cert:
+            ca = read(args.client_ca) if args.client_ca else None
+            creds = grpc.ssl_server_credentials(
+                [(read(args.tls_key), read(args.tls_cert))],
+                root_certificates=ca,
+                require_client_auth=ca is not None,
+            )
+            port = server.add_secure_port(args.listen, creds)
+        else:
+            port = server.add_insecure_port(args.listen)
         if port == 0:
-            raise SystemExit("grpcio backend: cannot listen on 127.0.0.1")
+            raise SystemExit(f"grpcio backend: cannot listen on {args.listen}")
         server.start()
         # The readiness signal: the port, alone on the first line.
         sys.stdout.write(f"{port}\n")
         sys.stdout.flush()
-        # Stop with the parent: it holds our stdin and closes it (or dies).
-        sys.stdin.buffer.read()
+        # Commands until the parent closes our stdin (or dies).
+        for line in sys.stdin:
+            command = line.strip()
+            if health is not None and command in statuses:
+                health.set("", statuses[command])
+                sys.stdout.write(f"{command}\n")
+                sys.stdout.flush()
         server.stop(grace=None)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
