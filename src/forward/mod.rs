@@ -115,9 +115,9 @@ impl Proxy {
             route_schemas,
             routes: RouteTable::new(config),
             upstreams,
-            cors: CorsPolicy::new(config.cors.clone()),
-            forwarded: Forwarded::new(&config.trusted_proxies),
-            policies: RoutePolicies::new(config)?,
+            cors: CorsPolicy::new(config),
+            forwarded: Forwarded::new(config),
+            policies: RoutePolicies::new(config, previous.map(|p| &p.policies))?,
             observer: Arc::new(Observer::default()),
             assets: config.assets.clone(),
         })
@@ -152,8 +152,19 @@ impl Proxy {
         let inner = if CorsPolicy::is_preflight(&req) {
             ready(self.cors.preflight(&req).map(|()| body::empty()))
         // Cross-site protection: a request the browser marks cross-site, from an origin not
-        // allowed, is refused before it is classified, routed or sent anywhere.
-        } else if let Err(why) = policy::origin::check(&self.cors, req.headers(), req.uri()) {
+        // allowed, is refused before it is classified, routed or sent anywhere. Only a
+        // top-level navigation to something that is not a call (the demo page) may come
+        // from anywhere.
+        } else if let Err(why) = policy::origin::check(&self.cors, req.headers(), req.uri())
+            .or_else(|why| {
+                match policy::origin::is_navigation(req.headers())
+                    && protocol::detect(&req).is_err()
+                {
+                    true => Ok(()),
+                    false => Err(why),
+                }
+            })
+        {
             ready(self.refuse_cross_site(&req, why, &ctx))
         } else {
             self.dispatch(req, &ctx)
