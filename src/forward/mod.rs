@@ -165,7 +165,7 @@ impl Proxy {
                 }
             })
         {
-            ready(self.refuse_cross_site(&req, why, &ctx))
+            ready(self.refuse_cross_site(req, why, &ctx))
         } else {
             self.dispatch(req, &ctx)
         };
@@ -222,6 +222,7 @@ impl Proxy {
                     };
                     if let Err(refusal) = policy.admit(&mut parts, &ctx).await {
                         ctx.set_code(refusal.status.code);
+                        body::discard(body);
                         return error_response(&protocol, refusal.status, refusal.retry_after);
                     }
                     let req = Request::from_parts(parts, body);
@@ -302,13 +303,15 @@ impl Proxy {
     /// protocol when it is a call, else 403.
     fn refuse_cross_site(
         &self,
-        req: &Request<Incoming>,
+        req: Request<Incoming>,
         why: String,
         ctx: &CallContext,
     ) -> Response<BoxBody> {
         let status = Status::new(Code::PermissionDenied, why);
         ctx.set_code(status.code);
-        match protocol::detect(req) {
+        let detected = protocol::detect(&req);
+        body::discard(req.into_body());
+        match detected {
             Ok(p) => {
                 ctx.set_protocol(call_protocol(&p));
                 error_response(&p, status, None)

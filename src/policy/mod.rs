@@ -95,10 +95,14 @@ impl RoutePolicies {
                     .filter(|s| s.is_same(url, config.rate_limit_store_failure));
                 Some(match same {
                     Some(s) => s.clone(),
-                    None => Arc::new(
-                        SharedStore::new(url, config.rate_limit_store_failure)
-                            .map_err(|e| format!("rate_limit_store: {e}"))?,
-                    ),
+                    None => {
+                        let store = Arc::new(
+                            SharedStore::new(url, config.rate_limit_store_failure)
+                                .map_err(|e| format!("rate_limit_store: {e}"))?,
+                        );
+                        store.warm();
+                        store
+                    }
                 })
             }
             _ => None,

@@ -212,9 +212,12 @@ impl UpstreamClient {
                 let conn = match ep.conn().await {
                     Ok(c) => c,
                     Err(e) => {
+                        // The endpoint's address goes to the log only: callers learn the
+                        // upstream's config name, never an address or port.
+                        tracing::debug!(upstream = %self.config.name, endpoint = %ep.endpoint.authority, error = %e, "connecting failed");
                         last_error = Some(SendError::Connect(format!(
-                            "upstream {:?} ({}): {e}",
-                            self.config.name, ep.endpoint.authority
+                            "upstream {:?}: {e}",
+                            self.config.name
                         )));
                         break;
                     }
@@ -382,7 +385,7 @@ impl EndpointPool {
                     tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
                         .await
                         .map_err(|_| "TLS handshake timed out".to_owned())?
-                        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                        .map_err(|e| tls_failure(&e))?;
                 if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
                     return Err("the server did not agree to HTTP/2 (ALPN h2)".to_owned());
                 }
@@ -390,6 +393,34 @@ impl EndpointPool {
             }
         }
     }
+}
+
+/// What a failed TLS handshake tells a caller: the kind of failure, without the names and
+/// addresses rustls puts in its messages (they go to the log).
+fn tls_failure(e: &std::io::Error) -> String {
+    tracing::debug!(error = %e, "upstream TLS handshake failed");
+    let rustls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let kind = match rustls_error {
+        Some(rustls::Error::InvalidCertificate(c)) => match c {
+            rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
+                "the upstream's certificate has expired"
+            }
+            rustls::CertificateError::UnknownIssuer => {
+                "the upstream's certificate is not signed by a trusted CA"
+            }
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. } => {
+                "the upstream's certificate is not valid for its name"
+            }
+            _ => "the upstream's certificate is not valid",
+        },
+        Some(rustls::Error::AlertReceived(_)) => "the upstream refused the handshake",
+        Some(_) => "protocol error",
+        None => "connection lost",
+    };
+    format!("TLS handshake failed: {kind}")
 }
 
 fn connect_error(e: &std::io::Error) -> String {

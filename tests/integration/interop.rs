@@ -74,7 +74,7 @@ async fn run_against_proxy(script: &str) {
 }
 
 /// Runs `node tests/interop/SCRIPT --url URL --descriptor … EXTRA…`, asserts it passed.
-async fn run_script(script: &str, url: &str, extra: &[&str]) {
+pub(crate) async fn run_script(script: &str, url: &str, extra: &[&str]) {
     let script_path = interop_dir().join(script);
     let mut args = vec![
         script_path.display().to_string(),
@@ -114,7 +114,7 @@ async fn run_script(script: &str, url: &str, extra: &[&str]) {
 
 /// True when node and the npm packages are there; false (skip) when they are missing and
 /// SWITCHBOARD_SKIP_INTEROP=1; panics when they are missing otherwise.
-fn prerequisites_present() -> bool {
+pub(crate) fn prerequisites_present() -> bool {
     let dir = interop_dir();
     let node_ok = Command::new("node")
         .arg("--version")

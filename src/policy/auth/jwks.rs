@@ -119,9 +119,18 @@ impl KeySet {
         matches!(config.jwks, JwksSource::Url(_)) && self.source == Self::source_of(config)
     }
 
-    /// The generation of the keys in use (0 before the first fetch).
-    pub(crate) fn generation(&self) -> u64 {
-        self.current.load().as_ref().map_or(0, |k| k.generation)
+    /// The generation of the keys in use (0 before the first fetch). Calls whose token is
+    /// cached come here instead of [`KeySet::keys`], so this too starts the background fetch
+    /// once the set is older than `jwks_cache`.
+    pub(crate) fn generation(self: &Arc<Self>) -> u64 {
+        let current = self.current.load();
+        let Some(keys) = current.as_ref() else {
+            return 0;
+        };
+        if self.fetcher.is_some() && keys.fetched.elapsed() >= self.cache_for {
+            self.refresh_in_background();
+        }
+        keys.generation
     }
 
     /// The keys to verify with now. Waits for the first fetch of a URL; starts a background

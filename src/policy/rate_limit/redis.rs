@@ -102,6 +102,22 @@ impl SharedStore {
         })
     }
 
+    /// Connects in the background, so the first limited call need not wait for it.
+    pub(crate) fn warm(self: &std::sync::Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.clone();
+        rt.spawn(async move {
+            if tokio::time::timeout(WAIT * 4, store.connection())
+                .await
+                .is_err()
+            {
+                tracing::debug!("rate limit store: no connection yet");
+            }
+        });
+    }
+
     /// Whether this store serves the given settings.
     pub(crate) fn is_same(&self, url: &str, failure: FailMode) -> bool {
         self.url == url && self.failure == failure

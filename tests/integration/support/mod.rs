@@ -10,7 +10,10 @@
 pub(crate) mod backend;
 pub(crate) mod client;
 pub(crate) mod fake;
+pub(crate) mod jwt;
+pub(crate) mod pki;
 pub(crate) mod process;
+pub(crate) mod redis;
 pub(crate) mod tls;
 pub(crate) mod wire;
 
