@@ -39,6 +39,8 @@ need_apt() {
 need_apt node nodejs
 need_apt npm npm
 need_apt chromium chromium
+# A real Redis for the shared rate-limit tests (each test starts its own on a loopback port).
+need_apt redis-server redis-server
 
 # --- npm packages of the interop clients (tests/interop) ----------------------------------------
 # `npm ci` when node_modules is missing or was installed from another package-lock.json.

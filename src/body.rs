@@ -273,25 +273,38 @@ impl Drop for RequestBody {
         if self.done {
             return;
         }
-        // A WebSocket's body needs no draining: its socket carries no other request.
-        let (Some(CallerBody::Http(mut inner)), Ok(rt)) =
-            (self.inner.take(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        rt.spawn(async move {
-            let _ = tokio::time::timeout(DRAIN_TIME, async {
-                let mut seen = 0usize;
-                while let Some(Ok(frame)) = inner.frame().await {
-                    seen += frame.data_ref().map_or(0, |d| d.len());
-                    if seen > DRAIN_BYTES {
-                        break;
-                    }
-                }
-            })
-            .await;
-        });
+        if let Some(inner) = self.inner.take() {
+            discard(inner);
+        }
     }
+}
+
+/// Reads and drops what is left of a caller's body in the background, within
+/// [`DRAIN_TIME`] and [`DRAIN_BYTES`]: a call answered without its body (refused, or answered
+/// early upstream) then leaves its HTTP/1.1 connection usable for the caller's next request.
+pub(crate) fn discard(body: impl Into<CallerBody>) {
+    // A WebSocket's body needs no draining: its socket carries no other request.
+    let CallerBody::Http(mut body) = body.into() else {
+        return;
+    };
+    if body.is_end_stream() {
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            let mut seen = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len());
+                if seen > DRAIN_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
 }
 
 pub(crate) fn request_frame_status(e: &FrameError) -> Status {

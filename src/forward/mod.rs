@@ -123,9 +123,9 @@ impl Proxy {
             route_schemas,
             routes: RouteTable::new(config),
             upstreams,
-            cors: CorsPolicy::new(config.cors.clone()),
-            forwarded: Forwarded::new(&config.trusted_proxies),
-            policies: RoutePolicies::new(config)?,
+            cors: CorsPolicy::new(config),
+            forwarded: Forwarded::new(config),
+            policies: RoutePolicies::new(config, previous.map(|p| &p.policies))?,
             observer: Arc::new(Observer::default()),
             assets: config.assets.clone(),
             websocket: config.websocket,
@@ -161,9 +161,20 @@ impl Proxy {
         let inner = if CorsPolicy::is_preflight(&req) {
             ready(self.cors.preflight(&req).map(|()| body::empty()))
         // Cross-site protection: a request the browser marks cross-site, from an origin not
-        // allowed, is refused before it is classified, routed or sent anywhere.
-        } else if let Err(why) = policy::origin::check(&self.cors, req.headers(), req.uri()) {
-            ready(self.refuse_cross_site(&req, why, &ctx))
+        // allowed, is refused before it is classified, routed or sent anywhere. Only a
+        // top-level navigation to something that is not a call (the demo page) may come
+        // from anywhere.
+        } else if let Err(why) = policy::origin::check(&self.cors, req.headers(), req.uri())
+            .or_else(|why| {
+                match policy::origin::is_navigation(req.headers())
+                    && protocol::detect(&req).is_err()
+                {
+                    true => Ok(()),
+                    false => Err(why),
+                }
+            })
+        {
+            ready(self.refuse_cross_site(req, why, &ctx))
         } else {
             self.dispatch(req, &ctx)
         };
@@ -235,6 +246,7 @@ impl Proxy {
                     };
                     if let Err(refusal) = policy.admit(&mut parts, &ctx).await {
                         ctx.set_code(refusal.status.code);
+                        body::discard(body);
                         return error_response(&protocol, refusal.status, refusal.retry_after);
                     }
                     let req = Request::from_parts(parts, body);
@@ -333,13 +345,15 @@ impl Proxy {
     /// protocol when it is a call, else 403.
     fn refuse_cross_site(
         &self,
-        req: &Request<Incoming>,
+        req: Request<Incoming>,
         why: String,
         ctx: &CallContext,
     ) -> Response<BoxBody> {
         let status = Status::new(Code::PermissionDenied, why);
         ctx.set_code(status.code);
-        match protocol::detect(req) {
+        let detected = protocol::detect(&req);
+        body::discard(req.into_body());
+        match detected {
             // A refused upgrade is never upgraded: the socket would carry the refusal.
             Ok(Protocol::WebSocket) => {
                 ctx.set_protocol(CallProtocol::WebSocket);

@@ -68,6 +68,9 @@ impl CallProtocol {
 pub(crate) struct ConnInfo {
     /// The TCP peer.
     pub(crate) peer: SocketAddr,
+    /// The peer's IP (IPv4-mapped IPv6 as IPv4) as a header value, made once per connection
+    /// for `X-Forwarded-For`.
+    pub(crate) peer_ip: HeaderValue,
     /// The listener's name (metrics label, log field).
     pub(crate) listener: Arc<str>,
     /// Whether the connection is TLS (for `X-Forwarded-Proto`).
@@ -104,8 +107,11 @@ impl ConnInfo {
         client_identity: Option<HeaderValue>,
         identity_header: Option<http::HeaderName>,
     ) -> ConnInfo {
+        let ip = peer.ip().to_canonical();
         ConnInfo {
             peer,
+            peer_ip: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or(HeaderValue::from_static("unknown")),
             listener,
             tls,
             client_identity,

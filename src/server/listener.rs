@@ -40,7 +40,7 @@ pub(crate) struct ListenerHandle {
     config: Listener,
     /// The bound address.
     pub(crate) local: SocketAddr,
-    tls: Arc<ArcSwapOption<tokio_rustls::TlsAcceptor>>,
+    tls: Arc<ArcSwapOption<ListenerTls>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -54,11 +54,27 @@ impl std::fmt::Debug for ListenerHandle {
     }
 }
 
+/// A listener's TLS, swapped as one on reload (certificates, CAs and the identity header).
+pub(crate) struct ListenerTls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// Carries the verified client identity upstream.
+    identity_header: Option<http::HeaderName>,
+}
+
+impl ListenerTls {
+    /// Reads the listener's TLS files.
+    pub(crate) fn load(files: &crate::config::ServerTls) -> Result<ListenerTls, String> {
+        Ok(ListenerTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(super::tls::load_server_config(files)?),
+            identity_header: files.identity_header.clone(),
+        })
+    }
+}
+
 /// What a listener's connections share.
 struct ListenerState {
     name: Arc<str>,
-    identity_header: Option<http::HeaderName>,
-    tls: Arc<ArcSwapOption<tokio_rustls::TlsAcceptor>>,
+    tls: Arc<ArcSwapOption<ListenerTls>>,
     open: AtomicUsize,
     /// Stops this listener's connections gracefully (the listener was removed).
     stop: watch::Receiver<bool>,
@@ -72,9 +88,9 @@ impl ListenerHandle {
         _limits: &Limits,
     ) -> anyhow::Result<ListenerHandle> {
         let acceptor = match &config.tls {
-            Some(files) => Some(Arc::new(tokio_rustls::TlsAcceptor::from(
-                super::tls::load_server_config(files).map_err(anyhow::Error::msg)?,
-            ))),
+            Some(files) => Some(Arc::new(
+                ListenerTls::load(files).map_err(anyhow::Error::msg)?,
+            )),
             None => None,
         };
         let listener = TcpListener::bind(config.address)
@@ -86,7 +102,6 @@ impl ListenerHandle {
         let (stop, stop_rx) = watch::channel(false);
         let state = Arc::new(ListenerState {
             name: Arc::from(config.name.as_str()),
-            identity_header: config.tls.as_ref().and_then(|t| t.identity_header.clone()),
             tls: tls.clone(),
             open: AtomicUsize::new(0),
             stop: stop_rx,
@@ -107,8 +122,8 @@ impl ListenerHandle {
     }
 
     /// Uses a new TLS config for connections accepted from now on (certificates re-read).
-    pub(crate) fn set_tls(&self, acceptor: Option<tokio_rustls::TlsAcceptor>) {
-        self.tls.store(acceptor.map(Arc::new));
+    pub(crate) fn set_tls(&self, tls: Option<Arc<ListenerTls>>) {
+        self.tls.store(tls);
     }
 
     /// Stops accepting; this listener's connections finish gracefully.
@@ -224,16 +239,20 @@ async fn connection(
             info.hold(holds);
             serve(Linger::new(tcp), info, &state, &shared, &builder, &limits).await;
         }
-        Some(acceptor) => {
-            match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+        Some(tls) => {
+            match tokio::time::timeout(limits.header_timeout, tls.acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
-                    let identity = super::tls::client_identity(stream.get_ref().1);
+                    // Read once per connection: every request on it carries the same identity.
+                    let identity = tls
+                        .identity_header
+                        .as_ref()
+                        .and_then(|_| super::tls::client_identity(stream.get_ref().1));
                     let info = ConnInfo::new(
                         peer,
                         state.name.clone(),
                         true,
                         identity,
-                        state.identity_header.clone(),
+                        tls.identity_header.clone(),
                     );
                     info.hold(holds);
                     serve(

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::forward::Proxy;
 
-pub(crate) use listener::{until_set, ListenerHandle};
+pub(crate) use listener::{until_set, ListenerHandle, ListenerTls};
 
 /// What every connection shares: the current runtime snapshot and the drain signal.
 #[derive(Debug)]
@@ -101,9 +101,8 @@ impl Control {
         let mut acceptors = Vec::new();
         for l in &config.listeners {
             let acceptor = match &l.tls {
-                Some(files) => Some(tokio_rustls::TlsAcceptor::from(
-                    tls::load_server_config(files)
-                        .map_err(|e| format!("listener {}: {e}", l.name))?,
+                Some(files) => Some(Arc::new(
+                    ListenerTls::load(files).map_err(|e| format!("listener {}: {e}", l.name))?,
                 )),
                 None => None,
             };

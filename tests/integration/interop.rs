@@ -64,7 +64,7 @@ async fn run_against_proxy(script: &str) {
 }
 
 /// Runs `node tests/interop/SCRIPT --url URL --descriptor … EXTRA…`, asserts it passed.
-async fn run_script(script: &str, url: &str, extra: &[&str]) {
+pub(crate) async fn run_script(script: &str, url: &str, extra: &[&str]) {
     let script_path = interop_dir().join(script);
     let mut args = vec![
         script_path.display().to_string(),
@@ -92,7 +92,7 @@ async fn run_script(script: &str, url: &str, extra: &[&str]) {
 }
 
 /// True when node and the npm packages are there (see [`may_run`]).
-fn prerequisites_present() -> bool {
+pub(crate) fn prerequisites_present() -> bool {
     let modules = interop_dir().join("node_modules");
     let missing = node_missing(&[
         (

@@ -15,5 +15,6 @@ mod grpc_web;
 mod interop;
 mod json;
 mod matrix;
+mod security;
 mod upstreams;
 mod websocket;

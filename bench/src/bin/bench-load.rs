@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! bench-load --target 127.0.0.1:8080 --wire grpc-web --http 1 --rpc unary --size 100 \
-//!     --concurrency 16 --warmup 1 --duration 5 --pids proxy=123,backend=456
+//!     --concurrency 16 --warmup 1 --duration 5 --pids proxy=123,backend=456 \
+//!     [--header "authorization: Bearer …"]
 //! ```
 //! `--rpc stream` loops ServerStream calls of `--count` messages of `--size` bytes and counts
 //! messages as they arrive; `--rpc idle` opens `--streams` server streams over HTTP/2 that
@@ -51,6 +52,8 @@ struct Args {
     pids: Vec<(String, u32)>,
     streams: usize,
     bidi: switchboard_bench::bidi::Way,
+    /// Extra request headers (`--header NAME:VALUE`), e.g. credentials.
+    headers: Vec<(String, String)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -68,6 +71,7 @@ fn parse_args() -> Result<Args, String> {
         pids: Vec::new(),
         streams: 10_000,
         bidi: switchboard_bench::bidi::Way::WebSocket,
+        headers: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -93,6 +97,12 @@ fn parse_args() -> Result<Args, String> {
             "--warmup" => a.warmup = num(val()?)?,
             "--duration" => a.duration = num(val()?)?,
             "--streams" => a.streams = num(val()?)? as usize,
+            "--header" => {
+                let v = val()?;
+                let (name, value) = v.split_once(':').ok_or("--header NAME:VALUE")?;
+                a.headers
+                    .push((name.trim().to_owned(), value.trim().to_owned()));
+            }
             "--pids" => {
                 for kv in val()?.split(',').filter(|s| !s.is_empty()) {
                     let (k, v) = kv.split_once('=').ok_or("--pids name=pid,...")?;
@@ -324,9 +334,18 @@ fn message(a: &Args, rpc: Rpc) -> EchoRequest {
 }
 
 fn call_for(a: &Args, rpc: Rpc) -> Arc<Call> {
+    let mut prepared = prepare(a.wire, rpc, &message(a, rpc));
+    for (name, value) in &a.headers {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            prepared.headers.insert(n, v);
+        }
+    }
     Arc::new(Call {
         target: Arc::from(a.target.as_str()),
-        prepared: prepare(a.wire, rpc, &message(a, rpc)),
+        prepared,
         wire: a.wire,
         rpc,
         http1: a.http1,

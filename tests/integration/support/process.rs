@@ -313,3 +313,72 @@ pub(crate) fn run_conversation<S: AsRef<OsStr>>(
         stderr: stderr.join().unwrap_or_default(),
     }
 }
+
+/// A `switchboard --config FILE` process (the built binary), killed when dropped.
+pub(crate) struct ProxyProcess {
+    /// Its first listener.
+    pub(crate) addr: std::net::SocketAddr,
+    child: std::process::Child,
+    /// Everything it logged so far.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ProxyProcess {
+    /// Starts the binary on `config` and waits for its first "listening" line.
+    pub(crate) fn start(config: &Path) -> ProxyProcess {
+        use std::io::BufRead as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start switchboard: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening") {
+                    let addr = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("addr="))
+                        .and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+                    if let (Some(addr), Some(tx)) = (addr, tx.take()) {
+                        let _ = tx.send(addr);
+                    }
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let Ok(addr) = rx.recv_timeout(super::GUARD) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "switchboard did not start listening:\n{}",
+                log.lock().unwrap()
+            );
+        };
+        ProxyProcess { addr, child, log }
+    }
+
+    /// What it logged so far.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

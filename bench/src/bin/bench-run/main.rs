@@ -7,6 +7,7 @@
 //!           [--workloads unary,stream,idle,h2load] [--no-pin] [--out FILE]
 //! ```
 
+mod jwt;
 mod report;
 
 use std::io::Write as _;
@@ -28,6 +29,8 @@ pub enum Server {
     TonicWeb,
     /// Switchboard in front of the backend.
     Switchboard,
+    /// Switchboard with JWT auth (ES256, key from a JWKS file) on its route.
+    SwitchboardJwt,
 }
 
 /// One way of calling the service.
@@ -170,6 +173,24 @@ pub const VARIANTS: &[Variant] = &[
         "sb-connect-proto-h1",
         "Switchboard, Connect proto, HTTP/1.1",
         Server::Switchboard,
+        "connect-proto",
+        true,
+        true,
+        false,
+    ),
+    v(
+        "sb-web-h1-jwt",
+        "Switchboard + JWT auth (ES256), gRPC-Web binary, HTTP/1.1",
+        Server::SwitchboardJwt,
+        "grpc-web",
+        true,
+        true,
+        false,
+    ),
+    v(
+        "sb-connect-proto-h1-jwt",
+        "Switchboard + JWT auth (ES256), Connect proto, HTTP/1.1",
+        Server::SwitchboardJwt,
         "connect-proto",
         true,
         true,
@@ -525,12 +546,19 @@ impl Env {
                 vec![format!("127.0.0.1:{port}")],
                 port,
             ),
-            Server::Switchboard => {
+            Server::Switchboard | Server::SwitchboardJwt => {
                 let descriptors = self.work.join("testing.binpb");
                 std::fs::write(&descriptors, switchboard_bench::DESCRIPTOR_SET)
                     .map_err(|e| e.to_string())?;
                 let config = self.work.join(format!("switchboard-{port}.yaml"));
-                let yaml = switchboard_config(port, backend.port, &descriptors);
+                let mut yaml = switchboard_config(port, backend.port, &descriptors);
+                if server == Server::SwitchboardJwt {
+                    let jwks = self.work.join("jwks.json");
+                    let (document, token) = jwt::es256_key_and_token()?;
+                    std::fs::write(&jwks, document).map_err(|e| e.to_string())?;
+                    let _ = JWT_TOKEN.set(format!("authorization: Bearer {token}"));
+                    yaml.push_str(&jwt::route_auth(&jwks));
+                }
                 std::fs::write(&config, &yaml).map_err(|e| e.to_string())?;
                 let sb = self.opts.switchboard.clone();
                 self.start(
@@ -673,6 +701,7 @@ struct Servers {
     forwarder: Option<Proc>,
     tonic_web: Option<Proc>,
     switchboard: Option<Proc>,
+    switchboard_jwt: Option<Proc>,
 }
 
 impl Servers {
@@ -682,6 +711,7 @@ impl Servers {
             Server::Forwarder => self.forwarder.as_ref(),
             Server::TonicWeb => self.tonic_web.as_ref(),
             Server::Switchboard => self.switchboard.as_ref(),
+            Server::SwitchboardJwt => self.switchboard_jwt.as_ref(),
         }
     }
     fn slot(&mut self, s: Server) -> &mut Option<Proc> {
@@ -689,6 +719,7 @@ impl Servers {
             Server::Forwarder => &mut self.forwarder,
             Server::TonicWeb => &mut self.tonic_web,
             Server::Switchboard => &mut self.switchboard,
+            Server::SwitchboardJwt => &mut self.switchboard_jwt,
             Server::Backend => unreachable!("the backend is not restarted"),
         }
     }
@@ -756,8 +787,14 @@ fn run(opts: Opts) -> Result<(), String> {
         forwarder: None,
         tonic_web: None,
         switchboard: None,
+        switchboard_jwt: None,
     };
-    for s in [Server::Forwarder, Server::TonicWeb, Server::Switchboard] {
+    for s in [
+        Server::Forwarder,
+        Server::TonicWeb,
+        Server::Switchboard,
+        Server::SwitchboardJwt,
+    ] {
         if selected.iter().any(|v| v.server == s) {
             let p = env.start_server(s, &servers.backend)?;
             *servers.slot(s) = Some(p);
@@ -959,7 +996,7 @@ fn run(opts: Opts) -> Result<(), String> {
     let apart: Vec<&Variant> = matrix
         .iter()
         .copied()
-        .filter(|v| v.server != Server::TonicWeb)
+        .filter(|v| !matches!(v.server, Server::TonicWeb | Server::SwitchboardJwt))
         .collect();
     if wants("stream-apart") && pinned && !apart.is_empty() {
         let backend = env.start_backend_on(opts.load_core)?;
@@ -968,6 +1005,7 @@ fn run(opts: Opts) -> Result<(), String> {
             forwarder: None,
             tonic_web: None,
             switchboard: None,
+            switchboard_jwt: None,
         };
         for s in [Server::Forwarder, Server::Switchboard] {
             if apart.iter().any(|v| v.server == s) {
@@ -1150,7 +1188,7 @@ fn bracketed(matrix: &[&'static Variant]) -> Vec<usize> {
     for (i, v) in matrix.iter().enumerate() {
         let fwd = pos(report::fwd_of(v));
         match fwd {
-            Some(f) if v.server == Server::Switchboard => {
+            Some(f) if v.server.is_switchboard() => {
                 push(&mut order, f);
                 push(&mut order, i);
             }
@@ -1171,7 +1209,7 @@ fn bracket_ratios(matrix: &[&'static Variant], measured: &[(usize, f64)]) -> Vec
     let mut out = Vec::new();
     for (p, &(i, rps)) in measured.iter().enumerate() {
         let v = matrix[i];
-        if v.server != Server::Switchboard || rps <= 0.0 {
+        if !v.server.is_switchboard() || rps <= 0.0 {
             continue;
         }
         let fwd = report::fwd_of(v);
@@ -1248,7 +1286,23 @@ fn load_args(
     if !pids.is_empty() {
         a.extend(["--pids".into(), pids.into()]);
     }
+    if v.server == Server::SwitchboardJwt {
+        if let Some(h) = JWT_TOKEN.get() {
+            a.extend(["--header".into(), h.clone()]);
+        }
+    }
     a
+}
+
+/// The `authorization` header the JWT variants send (one token for the run: the proxy
+/// verifies it once and then finds it in its cache, as with a real client reusing its token).
+static JWT_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+impl Server {
+    /// A Switchboard process (with or without auth).
+    pub fn is_switchboard(self) -> bool {
+        matches!(self, Server::Switchboard | Server::SwitchboardJwt)
+    }
 }
 
 /// The variants h2load cross-checks (it speaks gRPC and gRPC-Web binary framing well enough).

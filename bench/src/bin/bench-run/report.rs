@@ -421,6 +421,7 @@ pub fn render(
             Server::Forwarder => "forwarder → bench-backend",
             Server::TonicWeb => "tonic-web-peer (service in-process)",
             Server::Switchboard => "switchboard → bench-backend",
+            Server::SwitchboardJwt => "switchboard (route with JWT auth) → bench-backend",
         };
         let _ = writeln!(w, "| `{}` | {} | {} |", v.id, v.label, server);
     }
@@ -794,6 +795,32 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
                 }
             }
         }
+        // JWT auth (ES256, the token verified once and then cached): proxy CPU per call over the
+        // same protocol without auth.
+        for (jwt, plain) in [
+            ("sb-web-h1-jwt", "sb-web-h1"),
+            ("sb-connect-proto-h1-jwt", "sb-connect-proto-h1"),
+        ] {
+            for &c in &o.concurrencies {
+                let per_call = |id: &str| {
+                    cs.get("unary", o.small, c, id)
+                        .and_then(|x| cpu_per_1k(x, "proxy"))
+                };
+                let (Some(a), Some(b)) = (per_call(jwt), per_call(plain)) else {
+                    continue;
+                };
+                let r = (b > 0.0).then(|| a / b);
+                row(
+                    w,
+                    "JWT auth proxy CPU per call ≤ 1.1× without auth",
+                    format!("`{jwt}` vs `{plain}`, {}, c{c}", size_name(o.small)),
+                    r,
+                    None,
+                    "≤ 1.10×",
+                    r.map(|r| r <= 1.1),
+                );
+            }
+        }
         let both = ["sb-connect-json-h1", "sb-connect-proto-h1"]
             .iter()
             .all(|id| {
@@ -834,7 +861,7 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
     if has(judged) {
         for v in VARIANTS
             .iter()
-            .filter(|v| v.server == Server::Switchboard && v.matrix)
+            .filter(|v| v.server.is_switchboard() && v.matrix)
         {
             if !cells
                 .iter()
@@ -886,7 +913,7 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
     }
     if has("idle") {
         for c in cells.iter().filter(|c| c.workload == "idle") {
-            if variant(c.variant).server != Server::Switchboard {
+            if !variant(c.variant).server.is_switchboard() {
                 continue;
             }
             let per = if c.out.ok {
