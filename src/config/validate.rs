@@ -269,6 +269,7 @@ impl Validator<'_> {
     fn tracing(&self, t: Option<file::Tracing>) -> Result<Tracing> {
         let Some(t) = t else {
             return Ok(Tracing {
+                enabled: false,
                 otlp_endpoint: None,
                 sample_ratio: 1.0,
                 service_name: "switchboard".into(),
@@ -295,6 +296,7 @@ impl Validator<'_> {
             }
         }
         Ok(Tracing {
+            enabled: true,
             otlp_endpoint: endpoint,
             sample_ratio: ratio,
             service_name: t.service_name.unwrap_or_else(|| "switchboard".into()),

@@ -23,7 +23,7 @@ use crate::protocol::grpc::GRPC_ENCODING;
 use crate::protocol::grpc::{Code, Status};
 use crate::protocol::json::Method;
 use crate::routing::Target;
-use crate::upstream::{StreamGuard, UpstreamBody, UpstreamClient};
+use crate::upstream::{SendError, StreamGuard, UpstreamBody, UpstreamClient};
 
 /// A call on its way to an upstream.
 pub(crate) struct Call {
@@ -56,9 +56,16 @@ impl Reply {
             .unwrap_or(Encoding::Identity);
         self.metadata.remove(GRPC_ENCODING);
         let m = method.clone();
+        let ctx = self.ctx.clone();
         self.stream = self.stream.transforming(
             encoding,
-            Arc::new(move |msg: &[u8]| m.response_to_json(msg)),
+            Arc::new(move |msg: &[u8]| {
+                let json = m.response_to_json(msg);
+                if let (Err(_), Some(ctx)) = (&json, &ctx) {
+                    ctx.set_transcoding_failed();
+                }
+                json
+            }),
         );
         self
     }
@@ -181,11 +188,10 @@ impl Call {
                     reply.with_ctx(answer.ctx)
                 }
                 Err(e) => {
-                    let status = answer
-                        .failure
-                        .get()
-                        .cloned()
-                        .unwrap_or_else(|| e.into_status(&answer.name));
+                    let status = match answer.failure.get() {
+                        Some(s) => s.clone(),
+                        None => answer.send_failed(e),
+                    };
                     Reply::error(status).with_ctx(answer.ctx)
                 }
             }
@@ -203,7 +209,34 @@ struct Answer {
 }
 
 impl Answer {
+    /// The status of a request that could not be sent. The caller learns which upstream
+    /// failed and how, by its config name only; what else the error says (addresses, ports,
+    /// TLS details) goes to the log with the request id.
+    fn send_failed(&self, e: SendError) -> Status {
+        match e {
+            SendError::Connect(detail) => {
+                tracing::warn!(
+                    request_id = ?self.ctx.request_id,
+                    upstream = %self.name,
+                    error = %detail,
+                    "no connection to the upstream"
+                );
+                Status::new(
+                    Code::Unavailable,
+                    format!(
+                        "upstream {:?} is unavailable: no connection could be made",
+                        self.name
+                    ),
+                )
+            }
+            SendError::Stream(e) => {
+                crate::body::status_from_error(&e, &self.name, Some(&self.ctx.request_id))
+            }
+        }
+    }
+
     async fn classify(&self, res: Response<UpstreamBody>, guard: StreamGuard) -> Reply {
+        let _ = self.ctx.endpoint.set(guard.endpoint().clone());
         let (parts, body) = res.into_parts();
         let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
         let is_grpc = content_type
@@ -235,11 +268,14 @@ impl Answer {
                     .unwrap_or_else(|| "none".to_owned());
                 (Code::Unknown, format!("content-type {ct:?}"))
             };
-            let mut message = format!("upstream {:?} answered {what}, not gRPC", self.name);
-            if !snippet.is_empty() {
-                message.push_str(": ");
-                message.push_str(&snippet);
-            }
+            // What the body said may name hosts and software: it goes to the log only.
+            tracing::warn!(
+                request_id = ?self.ctx.request_id,
+                upstream = %self.name,
+                body = %snippet,
+                "upstream answered {what}, not gRPC"
+            );
+            let message = format!("upstream {:?} answered {what}, not gRPC", self.name);
             return Reply::error(Status::new(code, message));
         }
         let mut metadata = parts.headers;
@@ -258,6 +294,7 @@ impl Answer {
                 self.deadline,
                 self.failure.clone(),
                 self.name.clone(),
+                self.ctx.clone(),
             ),
         }
     }

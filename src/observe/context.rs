@@ -14,6 +14,9 @@ use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Method, Uri};
 
+use super::methods::{GrpcType, MethodSeries};
+use super::trace::{SpanSlot, TraceIds};
+use super::Observer;
 use crate::protocol::grpc::Code;
 
 /// The protocol label of a call (the `protocol` metric label).
@@ -37,6 +40,19 @@ pub(crate) enum CallProtocol {
 }
 
 impl CallProtocol {
+    /// How many there are.
+    pub(crate) const COUNT: usize = 7;
+    /// All of them, in `repr` order.
+    pub(crate) const ALL: [CallProtocol; CallProtocol::COUNT] = [
+        CallProtocol::Http,
+        CallProtocol::GrpcWeb,
+        CallProtocol::GrpcWebText,
+        CallProtocol::Connect,
+        CallProtocol::Grpc,
+        CallProtocol::Rest,
+        CallProtocol::WebSocket,
+    ];
+
     /// The label value.
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -169,6 +185,23 @@ pub(crate) struct CallContext {
     /// The `/package.Service/Method` the call is for, when it differs from the URI path (REST,
     /// WebSocket); the URI path otherwise.
     pub(crate) rpc_path: OnceLock<Arc<str>>,
+    /// The method's kind, when a schema or the protocol tells.
+    pub(crate) grpc_type: OnceLock<GrpcType>,
+    /// The proxy's span, when the call is traced.
+    pub(crate) trace: Option<TraceIds>,
+    /// The span being recorded for export, ended when the call finishes.
+    span: Option<Box<SpanSlot>>,
+    /// The observe stage of the snapshot the call started on; it sees the call end when the
+    /// context is dropped (every holder is done with the call).
+    observer: Arc<Observer>,
+    /// Set once the observe stage has seen the call start (it was classified).
+    pub(crate) observed: AtomicBool,
+    /// The method's series, when its start was counted under its own name.
+    pub(crate) series: OnceLock<Arc<MethodSeries>>,
+    /// Whether a response message reached the caller (the method exists).
+    answered: AtomicBool,
+    /// Whether a message failed to transcode between JSON and protobuf.
+    transcoding_failed: AtomicBool,
 }
 
 impl CallContext {
@@ -178,12 +211,27 @@ impl CallContext {
         conn: Arc<ConnInfo>,
         client_ip: IpAddr,
         parts: &http::request::Parts,
+        observer: Arc<Observer>,
+        trace: Option<(TraceIds, Option<Box<SpanSlot>>)>,
+        wall: SystemTime,
     ) -> CallContext {
         conn.call_started();
+        let (trace, span) = match trace {
+            Some((ids, span)) => (Some(ids), span),
+            None => (None, None),
+        };
         CallContext {
+            grpc_type: OnceLock::new(),
+            trace,
+            span,
+            observer,
+            observed: AtomicBool::new(false),
+            series: OnceLock::new(),
+            answered: AtomicBool::new(false),
+            transcoding_failed: AtomicBool::new(false),
             request_id,
             start: Instant::now(),
-            wall: SystemTime::now(),
+            wall,
             client_ip,
             conn,
             http_method: parts.method.clone(),
@@ -247,10 +295,39 @@ impl CallContext {
     pub(crate) fn add_bytes_in(&self, n: usize) {
         self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
     }
+
+    /// Records that a response message reached the caller.
+    pub(crate) fn set_answered(&self) {
+        if !self.answered.load(Ordering::Relaxed) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a response message reached the caller.
+    pub(crate) fn answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Records that a message failed to transcode.
+    pub(crate) fn set_transcoding_failed(&self) {
+        self.transcoding_failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a message failed to transcode.
+    pub(crate) fn transcoding_failed(&self) -> bool {
+        self.transcoding_failed.load(Ordering::Relaxed)
+    }
+
+    /// The observe stage of the call's snapshot.
+    pub(crate) fn observer(&self) -> &Arc<Observer> {
+        &self.observer
+    }
 }
 
 impl Drop for CallContext {
     fn drop(&mut self) {
+        let span = self.span.take();
+        self.observer.finished(self, span);
         self.conn.call_ended();
     }
 }

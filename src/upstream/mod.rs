@@ -7,4 +7,4 @@ pub(crate) mod schema;
 pub(crate) mod tls;
 
 pub(crate) use conn::UpstreamBody;
-pub(crate) use pool::{StreamGuard, UpstreamClient};
+pub(crate) use pool::{SendError, StreamGuard, UpstreamClient};

@@ -34,9 +34,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// After a background connect failed, the pool grows no earlier than this.
 const GROW_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Counts a stream as active on its connection until dropped.
+/// Counts a stream as active on its connection until dropped; names the endpoint that
+/// serves it (for the access log).
 #[derive(Debug)]
-pub(crate) struct StreamGuard(Arc<AtomicUsize>);
+pub(crate) struct StreamGuard(Arc<AtomicUsize>, Arc<str>);
+
+impl StreamGuard {
+    /// The endpoint (`host:port`) the stream went to.
+    pub(crate) fn endpoint(&self) -> &Arc<str> {
+        &self.1
+    }
+}
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
@@ -52,6 +60,8 @@ struct Conn {
 
 struct EndpointPool {
     endpoint: config::Endpoint,
+    /// `host:port`, as logged.
+    label: Arc<str>,
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     conns: Mutex<Conns>,
     /// Held by whoever is connecting, so that only one connect runs at a time.
@@ -115,6 +125,7 @@ impl UpstreamClient {
                 _ => None,
             };
             endpoints.push(Arc::new(EndpointPool {
+                label: Arc::from(e.authority.as_str()),
                 endpoint: e.clone(),
                 tls,
                 conns: Mutex::new(Conns::default()),
@@ -127,6 +138,29 @@ impl UpstreamClient {
             endpoints,
             next: AtomicUsize::new(0),
         })
+    }
+
+    /// Endpoints and open connections, for metrics (a stand-in until health and outlier
+    /// state exist: every endpoint is in rotation).
+    pub(crate) fn stats(&self) -> crate::observe::upstreams::UpstreamStats {
+        let connections = self
+            .endpoints
+            .iter()
+            .map(|ep| {
+                let conns = ep.conns.lock().unwrap_or_else(|p| p.into_inner());
+                conns.list.iter().filter(|c| !c.sender.is_closed()).count() as u64
+            })
+            .sum();
+        crate::observe::upstreams::UpstreamStats {
+            name: self.config.name.clone(),
+            endpoints: vec![
+                crate::observe::upstreams::EndpointState::Healthy;
+                self.endpoints.len()
+            ],
+            ejections: 0,
+            retries: 0,
+            connections,
+        }
     }
 
     /// Sends a request (its URI holds only the path) to one of the endpoints, like [`send`],
@@ -164,7 +198,7 @@ impl UpstreamClient {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = ep.uri(&path);
         conn.active.fetch_add(1, Ordering::Relaxed);
-        let guard = StreamGuard(conn.active.clone());
+        let guard = StreamGuard(conn.active.clone(), ep.label.clone());
         match conn.sender.send(req) {
             Ok(sending) => Either::Left(Either::Left(answered(sending, guard))),
             Err(refused) => {
@@ -220,7 +254,7 @@ impl UpstreamClient {
                     }
                 };
                 conn.active.fetch_add(1, Ordering::Relaxed);
-                let guard = StreamGuard(conn.active.clone());
+                let guard = StreamGuard(conn.active.clone(), ep.label.clone());
                 match conn.sender.send(req) {
                     Ok(sending) => return answered(sending, guard).await,
                     Err(refused) => match refused.request {
@@ -264,7 +298,7 @@ impl SendError {
     pub(crate) fn into_status(self, upstream: &str) -> Status {
         match self {
             SendError::Connect(msg) => Status::new(Code::Unavailable, msg),
-            SendError::Stream(e) => crate::body::status_from_error(&e, upstream),
+            SendError::Stream(e) => crate::body::status_from_error(&e, upstream, None),
         }
     }
 }
