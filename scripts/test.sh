@@ -36,6 +36,8 @@ need_apt() {
 }
 
 need_apt node nodejs
+# promtool (Debian package prometheus): the metrics test checks the scraped text with it.
+need_apt promtool prometheus
 need_apt npm npm
 need_apt chromium chromium
 
@@ -79,7 +81,7 @@ done
 need_apt python3 python3
 python3 -m pip --version >/dev/null 2>&1 || need_apt pip3 python3-pip
 PY_STAMP="$INTEROP/.cache/pip-requirements.sha256"
-PY_IMPORTS='import grpc, grpc_tools.protoc, grpc_status.rpc_status, google.rpc.error_details_pb2'
+PY_IMPORTS='import grpc, grpc_tools.protoc, grpc_status.rpc_status, google.rpc.error_details_pb2, grpc_health.v1.health_pb2'
 py_want="$( (cat "$INTEROP/requirements.txt"; python3 -c 'import sys; print(sys.executable, sys.version)') | sha256sum | cut -d' ' -f1)"
 py_have="$(cat "$PY_STAMP" 2>/dev/null || true)"
 if [ "$py_want" != "$py_have" ] || ! python3 -c "$PY_IMPORTS" >/dev/null 2>&1; then

@@ -68,7 +68,8 @@ impl Validator<'_> {
             address: a.address.0,
         });
         if let Some(a) = &admin {
-            if listeners.iter().any(|l| l.address == a.address) {
+            // Port 0 (any free port) never collides.
+            if a.address.port() != 0 && listeners.iter().any(|l| l.address == a.address) {
                 return Err(self.error(
                     "admin.address".into(),
                     Some("admin"),

@@ -9,7 +9,7 @@
 //! only atomic adds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use prometheus::{Histogram, IntCounter};
@@ -28,6 +28,7 @@ pub(crate) const MAX_METHODS_PER_UPSTREAM: usize = 1000;
 
 /// The kind of a method (the `grpc_type` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum GrpcType {
     /// One request, one response.
     Unary,
@@ -49,6 +50,16 @@ impl GrpcType {
             (true, false) => GrpcType::ClientStream,
             (false, true) => GrpcType::ServerStream,
             (true, true) => GrpcType::BidiStream,
+        }
+    }
+
+    fn from_u8(n: u8) -> GrpcType {
+        match n {
+            0 => GrpcType::Unary,
+            1 => GrpcType::ClientStream,
+            2 => GrpcType::ServerStream,
+            3 => GrpcType::BidiStream,
+            _ => GrpcType::Unknown,
         }
     }
 
@@ -81,7 +92,8 @@ pub(crate) struct MethodSeries {
     upstream: Arc<str>,
     service: Box<str>,
     method: Box<str>,
-    grpc_type: GrpcType,
+    /// The method's kind as far as known; a protocol's series take it when first made.
+    grpc_type: AtomicU8,
     by_protocol: [OnceLock<ProtocolSeries>; CallProtocol::COUNT],
 }
 
@@ -102,8 +114,17 @@ impl MethodSeries {
             upstream,
             service: service.into(),
             method: method.into(),
-            grpc_type,
+            grpc_type: AtomicU8::new(grpc_type as u8),
             by_protocol: Default::default(),
+        }
+    }
+
+    /// Learns the method's kind from a call that knows it (a schema, a Connect unary call).
+    pub(crate) fn learn(&self, kind: Option<GrpcType>) {
+        if let Some(k) = kind.filter(|k| *k != GrpcType::Unknown) {
+            if self.grpc_type.load(Ordering::Relaxed) != k as u8 {
+                self.grpc_type.store(k as u8, Ordering::Relaxed);
+            }
         }
     }
 
@@ -117,8 +138,9 @@ impl MethodSeries {
         if let Some(s) = slot.get() {
             return Some(s);
         }
+        let kind = GrpcType::from_u8(self.grpc_type.load(Ordering::Relaxed));
         let labels = [
-            self.grpc_type.label().to_owned(),
+            kind.label().to_owned(),
             self.service.to_string(),
             self.method.to_string(),
             protocol.label().to_owned(),

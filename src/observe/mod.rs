@@ -100,6 +100,7 @@ impl Observer {
         self.metrics.in_flight(protocol).inc();
         let upstream = ctx.upstream.get().map_or("", |u| u);
         if let Some(series) = self.metrics.methods.known(upstream, ctx.rpc_path()) {
+            series.learn(ctx.grpc_type.get().copied());
             if let Some(p) = series.protocol(&self.metrics, protocol) {
                 p.start();
             }
@@ -186,7 +187,9 @@ impl Observer {
                     ctx.upstream.get().is_some() && (code != Code::Unimplemented || ctx.answered());
                 let s = if exists {
                     let kind = ctx.grpc_type.get().copied().unwrap_or(GrpcType::Unknown);
-                    m.methods.admit(upstream, ctx.rpc_path(), kind)
+                    let s = m.methods.admit(upstream, ctx.rpc_path(), kind);
+                    s.learn(Some(kind));
+                    s
                 } else {
                     m.methods.unknown(upstream)
                 };
@@ -196,6 +199,7 @@ impl Observer {
                 s
             }
         };
+        series.learn(ctx.grpc_type.get().copied());
         if let Some(p) = series.protocol(m, protocol) {
             p.finish(m, code, seconds);
             p.bytes(bytes_in, bytes_out);

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod admin;
 mod config;
 mod connect;
 mod cors;
@@ -12,3 +13,4 @@ mod grpc_web;
 mod interop;
 mod json;
 mod matrix;
+mod metrics;

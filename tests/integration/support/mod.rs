@@ -7,8 +7,10 @@
 // Each test module uses its own subset of these helpers.
 #![allow(dead_code)]
 
+pub(crate) mod admin;
 pub(crate) mod backend;
 pub(crate) mod client;
+pub(crate) mod daemon;
 pub(crate) mod fake;
 pub(crate) mod process;
 pub(crate) mod tls;
