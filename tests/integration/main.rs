@@ -14,3 +14,4 @@ mod interop;
 mod json;
 mod matrix;
 mod metrics;
+mod reload;
