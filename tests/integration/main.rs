@@ -7,6 +7,7 @@ mod config;
 mod connect;
 mod cors;
 mod demo;
+mod drain;
 mod errors;
 mod grpc;
 mod grpc_web;
