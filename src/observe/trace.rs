@@ -302,8 +302,16 @@ impl Export {
             .with_timeout(EXPORT_TIMEOUT)
             .build()
             .map_err(|e| format!("tracing.otlp.endpoint: {e}"))?;
+        // Spans leave at least every second: a trace shows up while someone looks for it.
+        let batch = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter)
+            .with_batch_config(
+                opentelemetry_sdk::trace::BatchConfigBuilder::default()
+                    .with_scheduled_delay(Duration::from_secs(1))
+                    .build(),
+            )
+            .build();
         let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
+            .with_span_processor(batch)
             // The caller's decision is followed; new traces are sampled at the ratio.
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
                 config.sample_ratio,

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod access_log;
 mod admin;
 mod config;
 mod connect;
@@ -16,3 +17,4 @@ mod json;
 mod matrix;
 mod metrics;
 mod reload;
+mod traces;
