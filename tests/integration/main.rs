@@ -16,5 +16,6 @@ mod interop;
 mod json;
 mod matrix;
 mod metrics;
+mod private;
 mod reload;
 mod traces;
