@@ -1,7 +1,8 @@
 //! The access log: one line per finished call on stderr, as `key=value` text or JSON.
 //!
-//! A call never waits for stderr: its record goes into a bounded queue (a `try_send`), and one
-//! writer thread formats records and writes them in batches. When the queue is full (stderr
+//! A call never waits for stderr: its record goes into a bounded queue, and one writer thread
+//! takes the queue every 50 ms (sooner when a batch is full), formats the records and writes
+//! them in one write. When the queue is full (stderr
 //! is a slow pipe, a stuck terminal) the line is dropped and counted in
 //! `switchboard_access_log_dropped_total`. Formatting happens on the writer thread, off the
 //! call's path.
@@ -9,8 +10,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, Uri};
@@ -22,8 +22,8 @@ use crate::protocol::grpc::Code;
 
 /// Records waiting for the writer at most; more are dropped.
 const QUEUE: usize = 16 * 1024;
-/// Records formatted into one write at most.
-const BATCH: usize = 256;
+/// Queued records that wake the writer before its next look.
+const BATCH: usize = 1024;
 
 /// What one line says, captured when the call finishes.
 #[derive(Debug)]
@@ -51,20 +51,32 @@ pub(crate) struct Record {
 
 /// The queue to the writer thread, started on first use and kept for the life of the process
 /// (stderr is the process's; reloads change only the format, which each record carries).
+///
+/// A call only pushes its record under a short lock; it does not wake the writer, which
+/// looks every [`FLUSH_EVERY`] (or when a batch is full). Waking a sleeping thread for every
+/// line would cost more than everything else the access log does per call.
 struct Sink {
-    queue: SyncSender<Record>,
+    queue: Mutex<Vec<Record>>,
+    full: Condvar,
 }
 
-static SINK: OnceLock<Option<Sink>> = OnceLock::new();
+/// How often the writer takes what is queued.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
-fn sink() -> Option<&'static Sink> {
+static SINK: OnceLock<Option<Arc<Sink>>> = OnceLock::new();
+
+fn sink() -> Option<&'static Arc<Sink>> {
     SINK.get_or_init(|| {
-        let (queue, records) = mpsc::sync_channel(QUEUE);
+        let sink = Arc::new(Sink {
+            queue: Mutex::new(Vec::with_capacity(BATCH)),
+            full: Condvar::new(),
+        });
+        let writer = sink.clone();
         match std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(records))
+            .spawn(move || write_loop(&writer))
         {
-            Ok(_) => Some(Sink { queue }),
+            Ok(_) => Some(sink),
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the access log writer; access logging is off");
                 None
@@ -80,21 +92,39 @@ pub(crate) fn log(record: Record, dropped: &IntCounter) {
         dropped.inc();
         return;
     };
-    match sink.queue.try_send(record) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => dropped.inc(),
+    let mut queue = sink.queue.lock().unwrap_or_else(|p| p.into_inner());
+    if queue.len() >= QUEUE {
+        drop(queue);
+        dropped.inc();
+        return;
+    }
+    queue.push(record);
+    let wake = queue.len() == BATCH;
+    drop(queue);
+    if wake {
+        sink.full.notify_one();
     }
 }
 
-fn write_loop(records: Receiver<Record>) {
-    let mut line = String::with_capacity(512);
+fn write_loop(sink: &Sink) {
+    let mut taken: Vec<Record> = Vec::with_capacity(BATCH);
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
-    // Blocks until a record comes; then takes what else is queued, up to a batch.
-    while let Ok(first) = records.recv() {
-        format(&first, &mut line);
-        out.extend_from_slice(line.as_bytes());
-        for r in records.try_iter().take(BATCH - 1) {
-            format(&r, &mut line);
+    let mut line = String::with_capacity(512);
+    let mut clock = Clock::default();
+    loop {
+        {
+            let queue = sink.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut queue, _) = sink
+                .full
+                .wait_timeout_while(queue, FLUSH_EVERY, |q| q.len() < BATCH)
+                .unwrap_or_else(|p| p.into_inner());
+            std::mem::swap(&mut *queue, &mut taken);
+        }
+        if taken.is_empty() {
+            continue;
+        }
+        for r in taken.drain(..) {
+            format_with(&r, &mut line, &mut clock);
             out.extend_from_slice(line.as_bytes());
         }
         // The lock keeps our lines whole among other stderr writers (the tracing logs).
@@ -107,8 +137,33 @@ fn write_loop(records: Receiver<Record>) {
     }
 }
 
+/// The date and time of the last second formatted, reused while the second lasts.
+#[derive(Default)]
+struct Clock {
+    secs: u64,
+    prefix: String,
+}
+
+impl Clock {
+    /// Appends `2024-05-01T12:34:56.789Z` for `t`.
+    fn write(&mut self, t: SystemTime, out: &mut String) {
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        if self.prefix.is_empty() || self.secs != since.as_secs() {
+            self.secs = since.as_secs();
+            self.prefix = seconds(self.secs);
+        }
+        out.push_str(&self.prefix);
+        let _ = write!(out, ".{:03}Z", since.subsec_millis());
+    }
+}
+
 /// Formats `r` as one line (with its newline) into `line`.
+#[cfg(test)]
 pub(crate) fn format(r: &Record, line: &mut String) {
+    format_with(r, line, &mut Clock::default());
+}
+
+fn format_with(r: &Record, line: &mut String, clock: &mut Clock) {
     line.clear();
     let path = r.uri.path();
     let rpc = r.rpc_path.as_deref().unwrap_or(path);
@@ -120,13 +175,15 @@ pub(crate) fn format(r: &Record, line: &mut String) {
             None => (None, None),
         }
     };
+    let mut time = String::with_capacity(24);
+    clock.write(r.time, &mut time);
     // The caller's address: the TCP peer, or the client named by trusted proxies.
-    let peer = if r.client_ip == r.peer.ip() {
-        r.peer.to_string()
+    let mut peer = String::with_capacity(48);
+    let _ = if r.client_ip == r.peer.ip() {
+        write!(peer, "{}", r.peer)
     } else {
-        r.client_ip.to_string()
+        write!(peer, "{}", r.client_ip)
     };
-    let time = rfc3339(r.time);
     let duration_ms = r.duration.as_secs_f64() * 1000.0;
     let code = r.code.map(code_name);
     let user_agent = r
@@ -254,20 +311,25 @@ fn json_string(line: &mut String, v: &str) {
     line.push('"');
 }
 
-/// `2024-05-01T12:34:56.789Z`.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
+/// `2024-05-01T12:34:56` for seconds since the epoch.
+fn seconds(secs: u64) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
+        rem % 60
     )
+}
+
+/// `2024-05-01T12:34:56.789Z`.
+#[cfg(test)]
+fn rfc3339(t: SystemTime) -> String {
+    let mut s = String::new();
+    Clock::default().write(t, &mut s);
+    s
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).

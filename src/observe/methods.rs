@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwap;
 
 use prometheus::{Histogram, IntCounter};
 
@@ -203,11 +205,13 @@ impl ProtocolSeries {
     }
 }
 
-/// The methods of one upstream.
+/// The methods of one upstream. Calls read an immutable snapshot (no lock, no shared write:
+/// a call's lookup costs no cache-line ping-pong between cores); adding a method copies it.
 #[derive(Debug)]
 struct UpstreamMethods {
     unknown: Arc<MethodSeries>,
-    methods: RwLock<HashMap<Box<str>, Arc<MethodSeries>>>,
+    methods: ArcSwap<HashMap<Box<str>, Arc<MethodSeries>>>,
+    adding: Mutex<()>,
     /// Whether reaching the cap was logged.
     full_logged: AtomicBool,
 }
@@ -215,35 +219,43 @@ struct UpstreamMethods {
 /// Known methods per upstream name (the empty name: calls no route matched).
 #[derive(Debug, Default)]
 pub(crate) struct MethodTable {
-    upstreams: RwLock<HashMap<Arc<str>, Arc<UpstreamMethods>>>,
+    upstreams: ArcSwap<HashMap<Arc<str>, Arc<UpstreamMethods>>>,
+    adding: Mutex<()>,
 }
 
 impl MethodTable {
     fn upstream(&self, name: &str) -> Arc<UpstreamMethods> {
-        {
-            let map = self.upstreams.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(u) = map.get(name) {
-                return u.clone();
-            }
+        if let Some(u) = self.upstreams.load().get(name) {
+            return u.clone();
         }
-        let mut map = self.upstreams.write().unwrap_or_else(|p| p.into_inner());
+        let _one = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.upstreams.load_full();
+        if let Some(u) = current.get(name) {
+            return u.clone();
+        }
         let name: Arc<str> = Arc::from(name);
-        map.entry(name.clone())
-            .or_insert_with(|| {
-                Arc::new(UpstreamMethods {
-                    unknown: Arc::new(MethodSeries::new(name, UNKNOWN, UNKNOWN, GrpcType::Unknown)),
-                    methods: RwLock::new(HashMap::new()),
-                    full_logged: AtomicBool::new(false),
-                })
-            })
-            .clone()
+        let u = Arc::new(UpstreamMethods {
+            unknown: Arc::new(MethodSeries::new(
+                name.clone(),
+                UNKNOWN,
+                UNKNOWN,
+                GrpcType::Unknown,
+            )),
+            methods: ArcSwap::default(),
+            adding: Mutex::new(()),
+            full_logged: AtomicBool::new(false),
+        });
+        let mut next = (*current).clone();
+        next.insert(name, u.clone());
+        self.upstreams.store(Arc::new(next));
+        u
     }
 
     /// The series of `path` on `upstream` when the method is known to exist.
     pub(crate) fn known(&self, upstream: &str, path: &str) -> Option<Arc<MethodSeries>> {
-        let map = self.upstreams.read().unwrap_or_else(|p| p.into_inner());
-        let u = map.get(upstream)?;
-        let methods = u.methods.read().unwrap_or_else(|p| p.into_inner());
+        let upstreams = self.upstreams.load();
+        let u = upstreams.get(upstream)?;
+        let methods = u.methods.load();
         methods.get(path).cloned()
     }
 
@@ -264,11 +276,15 @@ impl MethodTable {
         let Some((service, method)) = split_path(path) else {
             return u.unknown.clone();
         };
-        let mut methods = u.methods.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = methods.get(path) {
+        if let Some(m) = u.methods.load().get(path) {
             return m.clone();
         }
-        if methods.len() >= MAX_METHODS_PER_UPSTREAM {
+        let _one = u.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let current = u.methods.load_full();
+        if let Some(m) = current.get(path) {
+            return m.clone();
+        }
+        if current.len() >= MAX_METHODS_PER_UPSTREAM {
             if !u.full_logged.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     upstream,
@@ -284,7 +300,9 @@ impl MethodTable {
             method,
             grpc_type,
         ));
-        methods.insert(path.into(), series.clone());
+        let mut next = (*current).clone();
+        next.insert(path.into(), series.clone());
+        u.methods.store(Arc::new(next));
         series
     }
 }
