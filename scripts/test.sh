@@ -37,6 +37,8 @@ need_apt() {
 }
 
 need_apt node nodejs
+# promtool (Debian package prometheus): the metrics test checks the scraped text with it.
+need_apt promtool prometheus
 need_apt npm npm
 need_apt chromium chromium
 # A real Redis for the shared rate-limit tests (each test starts its own on a loopback port).

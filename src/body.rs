@@ -179,6 +179,8 @@ impl Recode {
 }
 
 pub(crate) struct RequestBody {
+    /// The call, whose bytes in are counted here (as the caller sent them).
+    ctx: Arc<CallContext>,
     /// Taken only when the body is dropped unfinished (see `Drop`).
     inner: Option<CallerBody>,
     text: Option<TextDecoder>,
@@ -202,8 +204,10 @@ impl RequestBody {
         text: bool,
         limit: usize,
         failure: FailureSlot,
+        ctx: Arc<CallContext>,
     ) -> RequestBody {
         RequestBody {
+            ctx,
             inner: Some(inner),
             text: text.then(TextDecoder::default),
             scanner: FrameScanner::new(limit, FLAG_COMPRESSED),
@@ -367,6 +371,7 @@ impl Body for RequestBody {
                         // Callers must not send request trailers; they are dropped.
                         continue;
                     };
+                    this.ctx.add_bytes_in(data.len());
                     if let Some(text) = &mut this.text {
                         match text.decode(&data) {
                             Ok(decoded) => data = decoded,
@@ -535,6 +540,8 @@ pub(crate) enum Event {
 /// then exactly one end. Enforces the response size limit and the call's deadline, and maps
 /// resets and lost connections to statuses. Dropping it resets the upstream stream.
 pub(crate) struct GrpcStream {
+    /// The call (its request id names failures in the log).
+    ctx: Option<Arc<CallContext>>,
     /// Holds the stream's guard: dropping it ends the stream's count on its connection.
     body: Option<UpstreamBody>,
     scanner: FrameScanner,
@@ -565,8 +572,10 @@ impl GrpcStream {
         deadline: Option<Instant>,
         failure: FailureSlot,
         upstream: Arc<str>,
+        ctx: Arc<CallContext>,
     ) -> GrpcStream {
         GrpcStream {
+            ctx: Some(ctx),
             body: Some(body),
             scanner: FrameScanner::new(limit, FLAG_COMPRESSED),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
@@ -594,6 +603,7 @@ impl GrpcStream {
     /// A stream that is already over.
     pub(crate) fn ended(end: End) -> GrpcStream {
         GrpcStream {
+            ctx: None,
             body: None,
             scanner: FrameScanner::new(0, 0),
             deadline: None,
@@ -726,7 +736,8 @@ impl GrpcStream {
                     }
                 },
                 Some(Err(e)) => {
-                    let end = self.failure_or(status_from_error(&e, &self.upstream));
+                    let request_id = self.ctx.as_ref().map(|c| &c.request_id);
+                    let end = self.failure_or(status_from_error(&e, &self.upstream, request_id));
                     return self.finish(end);
                 }
                 None => {
@@ -796,7 +807,12 @@ impl<R: Render> Body for RenderBody<R> {
         let this = &mut *self;
         match ready!(this.stream.poll_event(cx)) {
             None => Poll::Ready(None),
-            Some(Event::Data(data)) => Poll::Ready(Some(Ok(Frame::data(this.render.data(data))))),
+            Some(Event::Data(data)) => {
+                if let Some(ctx) = &this.ctx {
+                    ctx.set_answered();
+                }
+                Poll::Ready(Some(Ok(Frame::data(this.render.data(data)))))
+            }
             Some(Event::End(end)) => {
                 if let Some(ctx) = &this.ctx {
                     ctx.set_code(end.status.code);
@@ -819,8 +835,20 @@ pub(crate) fn deadline_exceeded() -> Status {
 }
 
 /// Maps a failed upstream exchange to a status, finding HTTP/2 resets and I/O errors in the
-/// error's causes.
-pub(crate) fn status_from_error(err: &(dyn std::error::Error + 'static), upstream: &str) -> Status {
+/// error's causes. The caller's message names the upstream by its config name and says what
+/// happened; the error itself (which may carry addresses or TLS details) goes to the log with
+/// the request id.
+pub(crate) fn status_from_error(
+    err: &(dyn std::error::Error + 'static),
+    upstream: &str,
+    request_id: Option<&http::HeaderValue>,
+) -> Status {
+    let status = classify_error(err, upstream);
+    tracing::debug!(request_id = ?request_id, upstream, error = %err, code = ?status.code, "upstream exchange failed");
+    status
+}
+
+fn classify_error(err: &(dyn std::error::Error + 'static), upstream: &str) -> Status {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(h2e) = e.downcast_ref::<h2::Error>() {
@@ -836,23 +864,20 @@ pub(crate) fn status_from_error(err: &(dyn std::error::Error + 'static), upstrea
                     format!("upstream {upstream:?} reset the stream ({reason:?})"),
                 );
             }
-            if h2e.is_io() {
+            if let Some(kind) = h2e.get_io().map(std::io::Error::kind) {
                 return Status::new(
                     Code::Unavailable,
-                    format!("connection to upstream {upstream:?} lost: {h2e}"),
+                    format!("connection to upstream {upstream:?} lost ({kind})"),
                 );
             }
         }
-        if e.downcast_ref::<std::io::Error>().is_some() {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
             return Status::new(
                 Code::Unavailable,
-                format!("connection to upstream {upstream:?} lost: {e}"),
+                format!("connection to upstream {upstream:?} lost ({})", io.kind()),
             );
         }
         source = e.source();
     }
-    Status::new(
-        Code::Unavailable,
-        format!("upstream {upstream:?} failed: {err}"),
-    )
+    Status::new(Code::Unavailable, format!("upstream {upstream:?} failed"))
 }

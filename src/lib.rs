@@ -16,6 +16,7 @@
 //! - Native gRPC callers must use HTTP/2 (HTTP/1.1 cannot carry trailers to them).
 
 // In the order a request meets them.
+mod admin;
 mod body;
 mod forward;
 mod observe;

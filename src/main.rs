@@ -86,8 +86,11 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never into a file or a log collector.
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -137,9 +140,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async {
         tokio::spawn(collect_after_calls(workers));
         let stop = shutdown_signal();
+        // Before anything is bound: from the first "listening" line on, SIGHUP reloads and
+        // never terminates the process (its default action).
+        let hangups = hangup_signal();
         let running = switchboard::spawn(config).await?;
         let control = running.control().clone();
-        tokio::spawn(reload_on_hangup(control.clone()));
+        tokio::spawn(reload_on_hangup(hangups, control.clone()));
         // SIGTERM/SIGINT, or POST /drain on the admin port.
         tokio::select! {
             () = stop => {}
@@ -151,30 +157,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
+/// Listens for SIGHUP from now on (none where there are no signals, or it cannot be had).
+#[cfg(unix)]
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Option<()> {
+    None
+}
+
 /// SIGHUP reloads the config file; it never stops the process (in quick mode there is
 /// nothing to reload, and that is logged).
-async fn reload_on_hangup(control: std::sync::Arc<switchboard::server::Control>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            match control.reload().await {
-                Ok(switchboard::server::ReloadOutcome::Applied) => {}
-                Ok(switchboard::server::ReloadOutcome::NoFile) => {
-                    tracing::info!("SIGHUP: no config file to reload (quick mode)")
-                }
-                Err(e) => tracing::error!(error = %e, "reload refused; the old config stays"),
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = control;
+#[cfg(unix)]
+async fn reload_on_hangup(
+    hangups: Option<tokio::signal::unix::Signal>,
+    control: std::sync::Arc<switchboard::server::Control>,
+) {
+    let Some(mut hangups) = hangups else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        // Logged (with the file, line and key when refused) and counted by the reload.
+        let _ = control.reload().await;
     }
 }
+
+#[cfg(not(unix))]
+async fn reload_on_hangup(_: Option<()>, _: std::sync::Arc<switchboard::server::Control>) {}
 
 /// `switchboard demo`: the demo service, the proxy and the page until Ctrl-C.
 fn run_demo(listen: std::net::SocketAddr) -> anyhow::Result<()> {

@@ -10,6 +10,11 @@ use serde::Deserialize;
 
 use super::units;
 
+/// Any serializable value as YAML (the admin `/config` page).
+pub(super) fn to_yaml<T: serde::Serialize>(value: &T) -> Result<String, String> {
+    serde_yaml::to_string(value).map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct File {

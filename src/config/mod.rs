@@ -79,6 +79,11 @@ impl Endpoint {
 }
 
 impl Config {
+    /// The config as YAML, secrets and key paths redacted (the admin `/config` page).
+    pub fn to_yaml(&self) -> Result<String, String> {
+        file::to_yaml(self)
+    }
+
     /// Loads a YAML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
@@ -131,6 +136,7 @@ impl Config {
                 format: LogFormat::Text,
             },
             tracing: Tracing {
+                enabled: false,
                 otlp_endpoint: None,
                 sample_ratio: 1.0,
                 service_name: "switchboard".into(),

@@ -91,6 +91,9 @@ pub enum LogFormat {
 /// Tracing settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Tracing {
+    /// Whether calls that arrive without a `traceparent` start a trace (a `tracing` section is
+    /// present); callers' traces are always continued.
+    pub enabled: bool,
     /// OTLP/gRPC collector endpoint, e.g. `http://127.0.0.1:4317`; no export when absent.
     pub otlp_endpoint: Option<String>,
     /// Fraction of new traces sampled (callers' sampled flags are followed).

@@ -68,7 +68,8 @@ impl Validator<'_> {
             address: a.address.0,
         });
         if let Some(a) = &admin {
-            if listeners.iter().any(|l| l.address == a.address) {
+            // Port 0 (any free port) never collides.
+            if a.address.port() != 0 && listeners.iter().any(|l| l.address == a.address) {
                 return Err(self.error(
                     "admin.address".into(),
                     Some("admin"),
@@ -269,6 +270,7 @@ impl Validator<'_> {
     fn tracing(&self, t: Option<file::Tracing>) -> Result<Tracing> {
         let Some(t) = t else {
             return Ok(Tracing {
+                enabled: false,
                 otlp_endpoint: None,
                 sample_ratio: 1.0,
                 service_name: "switchboard".into(),
@@ -295,6 +297,7 @@ impl Validator<'_> {
             }
         }
         Ok(Tracing {
+            enabled: true,
             otlp_endpoint: endpoint,
             sample_ratio: ratio,
             service_name: t.service_name.unwrap_or_else(|| "switchboard".into()),

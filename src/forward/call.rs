@@ -60,9 +60,16 @@ impl Reply {
             .unwrap_or(Encoding::Identity);
         self.metadata.remove(GRPC_ENCODING);
         let m = method.clone();
+        let ctx = self.ctx.clone();
         self.stream = self.stream.transforming(
             encoding,
-            Arc::new(move |msg: &[u8]| m.response_to_json(msg)),
+            Arc::new(move |msg: &[u8]| {
+                let json = m.response_to_json(msg);
+                if let (Err(_), Some(ctx)) = (&json, &ctx) {
+                    ctx.set_transcoding_failed();
+                }
+                json
+            }),
         );
         self
     }
@@ -246,11 +253,14 @@ impl Answer {
                     .unwrap_or_else(|| "none".to_owned());
                 (Code::Unknown, format!("content-type {ct:?}"))
             };
-            let mut message = format!("upstream {:?} answered {what}, not gRPC", self.name);
-            if !snippet.is_empty() {
-                message.push_str(": ");
-                message.push_str(&snippet);
-            }
+            // What the body said may name hosts and software: it goes to the log only.
+            tracing::warn!(
+                request_id = ?self.ctx.request_id,
+                upstream = %self.name,
+                body = %snippet,
+                "upstream answered {what}, not gRPC"
+            );
+            let message = format!("upstream {:?} answered {what}, not gRPC", self.name);
             let mut end = End::status(Status::new(code, message));
             end.not_found = parts.status == StatusCode::NOT_FOUND;
             return Reply {
@@ -276,6 +286,7 @@ impl Answer {
                 self.deadline,
                 self.failure.clone(),
                 self.name.clone(),
+                self.ctx.clone(),
             ),
         }
     }

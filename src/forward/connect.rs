@@ -3,7 +3,6 @@
 //! trailers. Streams: envelopes pass through; the end becomes the end-stream message.
 
 use std::future::poll_fn;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -88,6 +87,7 @@ async fn unary(
             Code::ResourceExhausted,
             format!("URL of {url_len} bytes exceeds the limit of {MAX_GET_URL} bytes; send the call with POST"),
         );
+        call.ctx.set_code(status.code);
         let mut res = unary_error(&status, HeaderMap::new(), HeaderMap::new());
         *res.status_mut() = StatusCode::URI_TOO_LONG;
         return res;
@@ -103,17 +103,14 @@ async fn unary(
     };
     let message = match read {
         Ok(m) => m,
-        Err(status) => {
-            call.ctx.set_code(status.code);
-            return unary_error(&status, HeaderMap::new(), HeaderMap::new());
-        }
+        Err(status) => return call_error(&call, &status, HeaderMap::new(), HeaderMap::new()),
     };
     let message = match transcode {
         Some((method, ignore)) => match method.request_to_proto(&message.contiguous(), ignore) {
             Ok(m) => Chunks(vec![m]),
             Err(status) => {
-                call.ctx.set_code(status.code);
-                return unary_error(&status, HeaderMap::new(), HeaderMap::new());
+                call.ctx.set_transcoding_failed();
+                return call_error(&call, &status, HeaderMap::new(), HeaderMap::new());
             }
         },
         None => message,
@@ -138,9 +135,15 @@ async fn unary(
     let mut payload = None;
     if status.code == Code::Ok {
         let decoded = unary_payload(frames, upstream_encoding.as_ref(), call.limit);
-        let converted = match transcode {
-            Some((method, _)) => decoded.and_then(|p| method.response_to_json(&p)),
-            None => decoded,
+        let converted = match (transcode, decoded) {
+            (Some((method, _)), Ok(p)) => {
+                let json = method.response_to_json(&p);
+                if json.is_err() {
+                    call.ctx.set_transcoding_failed();
+                }
+                json
+            }
+            (_, decoded) => decoded,
         };
         match converted {
             Ok(p) => payload = Some(p),
@@ -148,13 +151,13 @@ async fn unary(
         }
     }
     let Some(payload) = payload else {
-        call.ctx.set_code(status.code);
-        let mut res = unary_error(&status, metadata, end.metadata);
+        let mut res = call_error(&call, &status, metadata, end.metadata);
         if end.not_found && status.code == Code::Unimplemented {
             *res.status_mut() = StatusCode::NOT_FOUND;
         }
         return res;
     };
+    call.ctx.set_answered();
     call.ctx.set_code(Code::Ok);
     let mut res = Response::new(body::empty());
     let h = res.headers_mut();
@@ -227,6 +230,7 @@ async fn read_unary_message(
             Status::new(Code::Cancelled, format!("reading the request failed: {e}"))
         })?;
         if let Ok(data) = frame.into_data() {
+            call.ctx.add_bytes_in(data.len());
             len += data.len();
             if len > call.limit {
                 return Err(Status::new(
@@ -316,6 +320,17 @@ fn add_trailer_headers(headers: &mut HeaderMap, trailers: &HeaderMap) {
     }
 }
 
+/// [`unary_error`] for a call, recording its status.
+fn call_error(
+    call: &Call,
+    status: &Status,
+    metadata: HeaderMap,
+    trailers: HeaderMap,
+) -> Response<BoxBody> {
+    call.ctx.set_code(status.code);
+    unary_error(status, metadata, trailers)
+}
+
 fn unary_error(status: &Status, metadata: HeaderMap, trailers: HeaderMap) -> Response<BoxBody> {
     let mut res = Response::new(body::full(error::error_body(status)));
     *res.status_mut() = error::http_status(status.code);
@@ -372,15 +387,20 @@ fn stream_upstream(
         "identity"
     };
     headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static(accept));
-    let mut body = RequestBody::new(body, false, call.limit, call.failure.clone());
+    let mut body = RequestBody::new(
+        body,
+        false,
+        call.limit,
+        call.failure.clone(),
+        call.ctx.clone(),
+    );
     if parts.version < http::Version::HTTP_2 {
         body = body.with_idle_timeout(call.body_timeout);
     }
     if let Some((method, ignore)) = transcode {
-        let m = method.clone();
         body = body.recoding(
             encoding,
-            Some(Arc::new(move |msg: &[u8]| m.request_to_proto(msg, ignore))),
+            Some(super::request_transcoder(method, ignore, &call.ctx)),
         );
     } else if encoding == Encoding::Gzip {
         body = body.recoding(Encoding::Gzip, None);

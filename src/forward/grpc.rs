@@ -31,7 +31,13 @@ fn upstream(call: &Call, req: Request<CallerBody>) -> Request<BoxBody> {
         .cloned()
         .unwrap_or(HeaderValue::from_static(CONTENT_TYPE_PROTO));
     let headers = call.upstream_headers(std::mem::take(&mut parts.headers), content_type);
-    let body = RequestBody::new(body, false, call.limit, call.failure.clone());
+    let body = RequestBody::new(
+        body,
+        false,
+        call.limit,
+        call.failure.clone(),
+        call.ctx.clone(),
+    );
     upstream_request(&parts.uri, headers, body.boxed_unsync())
 }
 

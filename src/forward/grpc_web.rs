@@ -2,7 +2,6 @@
 //! through (base64 per chunk in text mode) and the end written as one trailer frame.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -62,7 +61,13 @@ fn upstream(
         _ => CONTENT_TYPE_PROTO,
     });
     let mut headers = call.upstream_headers(std::mem::take(&mut parts.headers), content_type);
-    let mut body = RequestBody::new(body, mode.text_request, call.limit, call.failure.clone());
+    let mut body = RequestBody::new(
+        body,
+        mode.text_request,
+        call.limit,
+        call.failure.clone(),
+        call.ctx.clone(),
+    );
     if h1 {
         body = body.with_idle_timeout(call.body_timeout);
     }
@@ -74,10 +79,9 @@ fn upstream(
         };
         headers.remove(GRPC_ENCODING);
         headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-        let m = method.clone();
         body = body.recoding(
             encoding,
-            Some(Arc::new(move |msg: &[u8]| m.request_to_proto(msg, ignore))),
+            Some(super::request_transcoder(method, ignore, &call.ctx)),
         );
     }
     // Browsers cannot decode per-message compression unless they asked for it.

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
@@ -22,6 +23,7 @@ use http_body_util::BodyExt as _;
 use self::call::{Call, Reply};
 use crate::body::{self, BoxBody, CallerBody};
 use crate::config::Config;
+use crate::observe::methods::GrpcType;
 use crate::observe::{request_id, CallContext, CallProtocol, ConnInfo, ObservedBody, Observer};
 use crate::policy::cors::CorsPolicy;
 use crate::policy::forwarded::Forwarded;
@@ -126,10 +128,20 @@ impl Proxy {
             cors: CorsPolicy::new(config),
             forwarded: Forwarded::new(config),
             policies: RoutePolicies::new(config, previous.map(|p| &p.policies))?,
-            observer: Arc::new(Observer::default()),
+            observer: Arc::new(Observer::build(config, previous.map(|p| &*p.observer))?),
             assets: config.assets.clone(),
             websocket: config.websocket,
         })
+    }
+
+    /// The observe stage of this snapshot.
+    pub(crate) fn observer(&self) -> &Arc<Observer> {
+        &self.observer
+    }
+
+    /// Each upstream's state, for metrics.
+    pub(crate) fn upstream_stats(&self) -> Vec<crate::observe::upstreams::UpstreamStats> {
+        self.upstreams.iter().map(|u| u.stats()).collect()
     }
 
     /// Handles one request: the pipeline every call goes through, in order. Never fails:
@@ -148,18 +160,33 @@ impl Proxy {
         // Who the client is, before any stage reads it: forwarding headers follow
         // `trusted_proxies`; identity headers callers could forge are removed.
         let client_ip = self.forwarded.apply(&mut parts.headers, conn);
+        // Trace context: a caller's trace continues with the proxy's own span (the upstream
+        // gets a new `traceparent`); without one, a trace starts when tracing is configured.
+        let wall = SystemTime::now();
+        let trace = self
+            .observer
+            .begin_trace(&mut parts.headers, wall, parts.uri.path());
+        // The call's context; when the last holder drops it, the observe stage sees the end
+        // (metrics, access log line, span).
         let ctx = Arc::new(CallContext::new(
             request_id,
             conn.clone(),
             client_ip,
             &parts,
+            self.observer.clone(),
+            trace,
+            wall,
         ));
         let origin = parts.headers.get(header::ORIGIN).cloned();
         let req = Request::from_parts(parts, body);
         // CORS preflights are answered here: they never reach routing, and never need
         // credentials.
         let inner = if CorsPolicy::is_preflight(&req) {
-            ready(self.cors.preflight(&req).map(|()| body::empty()))
+            let answer = self.cors.preflight(&req);
+            if answer.status() == http::StatusCode::FORBIDDEN {
+                self.observer.cors_refused("preflight");
+            }
+            ready(answer.map(|()| body::empty()))
         // Cross-site protection: a request the browser marks cross-site, from an origin not
         // allowed, is refused before it is classified, routed or sent anywhere. Only a
         // top-level navigation to something that is not a call (the demo page) may come
@@ -174,6 +201,7 @@ impl Proxy {
                 }
             })
         {
+            self.observer.cors_refused("cross_site");
             ready(self.refuse_cross_site(req, why, &ctx))
         } else {
             self.dispatch(req, &ctx)
@@ -199,6 +227,12 @@ impl Proxy {
             }
         };
         ctx.set_protocol(call_protocol(&protocol));
+        if let Protocol::Connect(mode) = &protocol {
+            // A Connect unary call is a unary method; streams do not say which kind.
+            if mode.kind != crate::protocol::connect::Kind::Stream {
+                let _ = ctx.grpc_type.set(GrpcType::Unary);
+            }
+        }
         if protocol == Protocol::WebSocket {
             return ready(websocket::upgrade(self, req, ctx));
         }
@@ -289,7 +323,7 @@ impl Proxy {
                     let path = req.uri().path();
                     let json = match mode.codec {
                         Codec::Proto => None,
-                        Codec::Json => match proxy.json_plan(t, path).await {
+                        Codec::Json => match proxy.json_plan(t, path, &call.ctx).await {
                             Ok(json) => Some(json),
                             // A method the schema does not know: answered like a Connect
                             // server answers an unknown path.
@@ -304,7 +338,7 @@ impl Proxy {
                         },
                     };
                     if let Some(refusal) = proxy
-                        .check_connect_shape(t, path, mode, json.as_ref())
+                        .check_connect_shape(t, &call.ctx, path, mode, json.as_ref())
                         .await
                     {
                         return refusal;
@@ -329,7 +363,7 @@ impl Proxy {
         let proxy = self.clone();
         let ctx = ctx.clone();
         Box::pin(async move {
-            let json = match proxy.json_plan(t, req.uri().path()).await {
+            let json = match proxy.json_plan(t, req.uri().path(), &ctx).await {
                 Ok(json) => json,
                 Err(status) => {
                     ctx.set_code(status.code);
@@ -376,7 +410,8 @@ impl Proxy {
     }
 
     /// How a JSON call to `path` is handled: passed through or transcoded, or why it fails.
-    async fn json_plan(&self, t: Target, path: &str) -> Result<Json, Status> {
+    /// A schema that describes the method also gives the call its kind (for metrics).
+    async fn json_plan(&self, t: Target, path: &str, ctx: &CallContext) -> Result<Json, Status> {
         // Boxed: only JSON calls (and Connect calls with a schema) get here, and the plan may
         // fetch descriptors by reflection, a large future.
         let plan = Box::pin(self.schemas[t.upstream].plan(
@@ -390,7 +425,11 @@ impl Proxy {
             Plan::Transcode {
                 method,
                 ignore_unknown_fields,
-            } => Ok(Json::Transcode(method, ignore_unknown_fields)),
+            } => {
+                let kind = GrpcType::of(method.client_streaming(), method.server_streaming());
+                let _ = ctx.grpc_type.set(kind);
+                Ok(Json::Transcode(method, ignore_unknown_fields))
+            }
             Plan::Fail(status) => Err(status),
         }
     }
@@ -401,6 +440,7 @@ impl Proxy {
     async fn check_connect_shape(
         &self,
         t: Target,
+        ctx: &CallContext,
         path: &str,
         mode: crate::protocol::connect::Mode,
         json: Option<&Json>,
@@ -411,7 +451,7 @@ impl Proxy {
             None if self.schemas[t.upstream].has_source()
                 || self.route_schemas[t.route].is_some() =>
             {
-                match self.json_plan(t, path).await {
+                match self.json_plan(t, path, ctx).await {
                     Ok(j) => j.method().map(|(m, _)| m.clone()),
                     Err(_) => None,
                 }
@@ -514,8 +554,10 @@ impl Proxy {
             .headers
             .insert(request_id::X_REQUEST_ID, ctx.request_id.clone());
         ctx.set_http_status(parts.status);
+        // The observe stage: bytes out counted, and how the call ended recorded, until the
+        // response is over.
         if self.observer.is_enabled() {
-            ObservedBody::new(body, ctx.clone(), self.observer.clone()).boxed_unsync()
+            ObservedBody::new(body, ctx.clone()).boxed_unsync()
         } else {
             body
         }
@@ -531,6 +573,24 @@ fn call_protocol(p: &Protocol) -> CallProtocol {
         Protocol::Connect(_) => CallProtocol::Connect,
         Protocol::WebSocket => CallProtocol::WebSocket,
     }
+}
+
+/// The rewriting of request messages from JSON to protobuf for `method`; a message that fails
+/// is counted as a transcoding error of the call.
+pub(crate) fn request_transcoder(
+    method: &Method,
+    ignore_unknown_fields: bool,
+    ctx: &Arc<CallContext>,
+) -> body::Transform {
+    let m = method.clone();
+    let ctx = ctx.clone();
+    Arc::new(move |msg: &[u8]| {
+        let proto = m.request_to_proto(msg, ignore_unknown_fields);
+        if proto.is_err() {
+            ctx.set_transcoding_failed();
+        }
+        proto
+    })
 }
 
 /// A call that ends before it is forwarded, answered in its caller's protocol (`retry-after`

@@ -4,9 +4,6 @@
 //! endpoint that served it, the status it ended with, the bytes it moved) record it here.
 //! When the response body is dropped, the observe stage turns it into metrics and a log line.
 
-// Some fields are read only by the observe stage's consumers (metrics, access log).
-#![allow(dead_code)]
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -14,6 +11,9 @@ use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Method, Uri};
 
+use super::methods::{GrpcType, MethodSeries};
+use super::trace::{SpanSlot, TraceIds};
+use super::Observer;
 use crate::protocol::grpc::Code;
 
 /// The protocol label of a call (the `protocol` metric label).
@@ -37,6 +37,19 @@ pub(crate) enum CallProtocol {
 }
 
 impl CallProtocol {
+    /// How many there are.
+    pub(crate) const COUNT: usize = 7;
+    /// All of them, in `repr` order.
+    pub(crate) const ALL: [CallProtocol; CallProtocol::COUNT] = [
+        CallProtocol::Http,
+        CallProtocol::GrpcWeb,
+        CallProtocol::GrpcWebText,
+        CallProtocol::Connect,
+        CallProtocol::Grpc,
+        CallProtocol::Rest,
+        CallProtocol::WebSocket,
+    ];
+
     /// The label value.
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -195,6 +208,21 @@ pub(crate) struct CallContext {
     /// The `/package.Service/Method` the call is for, when it differs from the URI path (REST,
     /// WebSocket); the URI path otherwise.
     pub(crate) rpc_path: OnceLock<Arc<str>>,
+    /// The method's kind, when a schema or the protocol tells.
+    pub(crate) grpc_type: OnceLock<GrpcType>,
+    /// The span being recorded for export, ended when the call finishes.
+    span: Option<Box<SpanSlot>>,
+    /// The observe stage of the snapshot the call started on; it sees the call end when the
+    /// context is dropped (every holder is done with the call).
+    observer: Arc<Observer>,
+    /// Set once the observe stage has seen the call start (it was classified).
+    pub(crate) observed: AtomicBool,
+    /// The method's series, when its start was counted under its own name.
+    pub(crate) series: OnceLock<Arc<MethodSeries>>,
+    /// Whether a response message reached the caller (the method exists).
+    answered: AtomicBool,
+    /// Whether a message failed to transcode between JSON and protobuf.
+    transcoding_failed: AtomicBool,
 }
 
 impl CallContext {
@@ -204,12 +232,24 @@ impl CallContext {
         conn: Arc<ConnInfo>,
         client_ip: IpAddr,
         parts: &http::request::Parts,
+        observer: Arc<Observer>,
+        trace: Option<(TraceIds, Option<Box<SpanSlot>>)>,
+        wall: SystemTime,
     ) -> CallContext {
         conn.call_started();
+        // The ids travel in the headers already; the span (when exported) keeps its own.
+        let span = trace.and_then(|(_, span)| span);
         CallContext {
+            grpc_type: OnceLock::new(),
+            span,
+            observer,
+            observed: AtomicBool::new(false),
+            series: OnceLock::new(),
+            answered: AtomicBool::new(false),
+            transcoding_failed: AtomicBool::new(false),
             request_id,
             start: Instant::now(),
-            wall: SystemTime::now(),
+            wall,
             client_ip,
             conn,
             http_method: parts.method.clone(),
@@ -273,10 +313,34 @@ impl CallContext {
     pub(crate) fn add_bytes_in(&self, n: usize) {
         self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
     }
+
+    /// Records that a response message reached the caller.
+    pub(crate) fn set_answered(&self) {
+        if !self.answered.load(Ordering::Relaxed) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a response message reached the caller.
+    pub(crate) fn answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Records that a message failed to transcode.
+    pub(crate) fn set_transcoding_failed(&self) {
+        self.transcoding_failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a message failed to transcode.
+    pub(crate) fn transcoding_failed(&self) -> bool {
+        self.transcoding_failed.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for CallContext {
     fn drop(&mut self) {
+        let span = self.span.take();
+        self.observer.finished(self, span);
         self.conn.call_ended();
     }
 }

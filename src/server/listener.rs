@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use crate::config::{Limits, Listener};
+use crate::observe::metrics::ConnectionMetrics;
 use crate::observe::ConnInfo;
 
 /// How long, and how much, a closing connection keeps reading what the caller still sends.
@@ -78,6 +79,8 @@ struct ListenerState {
     open: AtomicUsize,
     /// Stops this listener's connections gracefully (the listener was removed).
     stop: watch::Receiver<bool>,
+    /// Its connection series (open, accepted, rejected at the limit).
+    metrics: Option<ConnectionMetrics>,
 }
 
 impl ListenerHandle {
@@ -105,6 +108,7 @@ impl ListenerHandle {
             tls: tls.clone(),
             open: AtomicUsize::new(0),
             stop: stop_rx,
+            metrics: shared.metrics.connections(&config.name),
         });
         let task = tokio::spawn(accept_loop(listener, state, shared.clone()));
         Ok(ListenerHandle {
@@ -187,6 +191,9 @@ async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, shared: A
                 last_refusal_log = Some(Instant::now());
             }
             drop(tcp);
+            if let Some(m) = &state.metrics {
+                m.rejected.inc();
+            }
             continue;
         }
         let builder = match &built {
@@ -198,6 +205,10 @@ async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, shared: A
             }
         };
         state.open.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &state.metrics {
+            m.accepted.inc();
+            m.open.inc();
+        }
         let slot = OpenSlot(state.clone());
         shared
             .connections
@@ -216,6 +227,9 @@ struct OpenSlot(Arc<ListenerState>);
 impl Drop for OpenSlot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(m) = &self.0.metrics {
+            m.open.dec();
+        }
     }
 }
 

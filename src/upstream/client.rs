@@ -73,7 +73,9 @@ impl SendError {
                 Code::Unavailable,
                 format!("upstream {upstream:?} is unavailable: {why}"),
             ),
-            SendError::Stream { error, .. } => crate::body::status_from_error(&error, upstream),
+            SendError::Stream { error, .. } => {
+                crate::body::status_from_error(&error, upstream, None)
+            }
         }
     }
 
@@ -129,8 +131,6 @@ impl UpstreamClient {
     }
 
     /// A snapshot of the endpoints and counters, for metrics.
-    // Read by the metrics at scrape time.
-    #[allow(dead_code)]
     pub(crate) fn stats(&self) -> UpstreamStats {
         self.shared.stats()
     }
@@ -271,7 +271,7 @@ async fn after_failure(failed: Failed, replay: Option<Replay>, mut ctx: Ctx) -> 
         }
     }
     if let Some(spec) = ctx.retry {
-        let code = crate::body::status_from_error(&failed.error, "").code;
+        let code = crate::body::status_from_error(&failed.error, "", None).code;
         let delay = spec.delay(ctx.attempts);
         if spec.covers(code)
             && ctx.attempts < spec.attempts

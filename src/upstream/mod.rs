@@ -34,6 +34,4 @@ pub(crate) mod tls;
 pub(crate) use client::UpstreamClient;
 pub(crate) use conn::UpstreamBody;
 pub(crate) use retry::RetrySpec;
-// Read by the metrics at scrape time (`UpstreamClient::stats`).
-#[allow(unused_imports)]
-pub(crate) use stats::{EndpointState, EndpointStats, UpstreamStats};
+pub(crate) use stats::{EndpointState, UpstreamStats};

@@ -1,6 +1,4 @@
 //! A plain snapshot of an upstream's state, for metrics and the admin endpoints.
-// Read by the metrics (another module) at scrape time; the parts it does not use yet stay.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 

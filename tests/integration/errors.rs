@@ -104,10 +104,12 @@ async fn non_grpc_upstream_answer_maps_http_status_to_code() {
             let headers = [(FAKE_STATUS_HEADER, status_text.as_str())];
             let reply = web_call(proxy.addr, Http::H1, ct, UNARY, &echo("x"), &headers).await;
             assert_code(&reply, code, &case);
+            // The body may name internal hosts and software: it goes to the log, not to
+            // the caller, who learns the upstream's config name and the HTTP status.
+            let message = reply.message();
             assert!(
-                reply.message().contains(FAKE_BODY),
-                "{case}: message should quote the upstream body: {:?}",
-                reply.message()
+                !message.contains(FAKE_BODY) && message.contains(&format!("HTTP {status}")),
+                "{case}: {message:?}"
             );
         }
     }

@@ -2,12 +2,15 @@
 
 mod support;
 
+mod access_log;
+mod admin;
 mod browser_streams;
 mod config;
 mod connect;
 mod cors;
 mod demo;
 mod deploy;
+mod drain;
 mod errors;
 mod faults;
 mod grpc;
@@ -15,6 +18,10 @@ mod grpc_web;
 mod interop;
 mod json;
 mod matrix;
+mod metrics;
+mod private;
+mod reload;
 mod security;
+mod traces;
 mod upstreams;
 mod websocket;

@@ -8,9 +8,11 @@
 // Each test module uses its own subset of these helpers.
 #![allow(dead_code)]
 
+pub(crate) mod admin;
 pub(crate) mod backend;
 pub(crate) mod client;
 pub(crate) mod connect;
+pub(crate) mod daemon;
 pub(crate) mod dns;
 pub(crate) mod fake;
 pub(crate) mod grpcio;

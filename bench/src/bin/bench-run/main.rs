@@ -31,6 +31,8 @@ pub enum Server {
     Switchboard,
     /// Switchboard with JWT auth (ES256, key from a JWKS file) on its route.
     SwitchboardJwt,
+    /// The same, with metrics (an admin port) and the JSON access log (to its log file) on.
+    SwitchboardObserved,
 }
 
 /// One way of calling the service.
@@ -223,7 +225,44 @@ pub const VARIANTS: &[Variant] = &[
         true,
         true,
     ),
+    v(
+        "sbo-web-h1",
+        "Switchboard + metrics + access log, gRPC-Web binary, HTTP/1.1",
+        Server::SwitchboardObserved,
+        "grpc-web",
+        true,
+        true,
+        false,
+    ),
+    v(
+        "sbo-web-h2",
+        "Switchboard + metrics + access log, gRPC-Web binary, HTTP/2",
+        Server::SwitchboardObserved,
+        "grpc-web",
+        false,
+        true,
+        false,
+    ),
+    v(
+        "sbo-grpc-h2",
+        "Switchboard + metrics + access log, gRPC passthrough, HTTP/2",
+        Server::SwitchboardObserved,
+        "grpc",
+        false,
+        true,
+        false,
+    ),
 ];
+
+/// The variant of `id` without metrics and the access log, for `sbo-*` ids.
+pub fn unobserved_of(id: &str) -> Option<&'static str> {
+    match id {
+        "sbo-web-h1" => Some("sb-web-h1"),
+        "sbo-web-h2" => Some("sb-web-h2"),
+        "sbo-grpc-h2" => Some("sb-grpc-h2"),
+        _ => None,
+    }
+}
 
 /// What `bench-load` printed (fields the report uses).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -546,7 +585,7 @@ impl Env {
                 vec![format!("127.0.0.1:{port}")],
                 port,
             ),
-            Server::Switchboard | Server::SwitchboardJwt => {
+            Server::Switchboard | Server::SwitchboardJwt | Server::SwitchboardObserved => {
                 let descriptors = self.work.join("testing.binpb");
                 std::fs::write(&descriptors, switchboard_bench::DESCRIPTOR_SET)
                     .map_err(|e| e.to_string())?;
@@ -558,6 +597,9 @@ impl Env {
                     std::fs::write(&jwks, document).map_err(|e| e.to_string())?;
                     let _ = JWT_TOKEN.set(format!("authorization: Bearer {token}"));
                     yaml.push_str(&jwt::route_auth(&jwks));
+                }
+                if server == Server::SwitchboardObserved {
+                    yaml.insert_str(0, OBSERVED);
                 }
                 std::fs::write(&config, &yaml).map_err(|e| e.to_string())?;
                 let sb = self.opts.switchboard.clone();
@@ -658,6 +700,11 @@ fn die_with_parent(cmd: &mut Command) {
 /// Other processes may use at most this many cores during a measurement before it is retried.
 pub const CALM: f64 = 0.25;
 
+/// What `sbo-*` variants add to the config: metrics are recorded (an admin port to scrape
+/// them) and every call is logged as a JSON line to stderr (the process's log file).
+pub const OBSERVED: &str =
+    "admin: { address: 127.0.0.1:0 }\naccess_log: { enabled: true, format: json }\n";
+
 /// The Switchboard config of the run: one listener, the backend, JSON schema from a file.
 fn switchboard_config(port: u16, backend: u16, descriptors: &Path) -> String {
     format!(
@@ -702,6 +749,7 @@ struct Servers {
     tonic_web: Option<Proc>,
     switchboard: Option<Proc>,
     switchboard_jwt: Option<Proc>,
+    observed: Option<Proc>,
 }
 
 impl Servers {
@@ -712,6 +760,7 @@ impl Servers {
             Server::TonicWeb => self.tonic_web.as_ref(),
             Server::Switchboard => self.switchboard.as_ref(),
             Server::SwitchboardJwt => self.switchboard_jwt.as_ref(),
+            Server::SwitchboardObserved => self.observed.as_ref(),
         }
     }
     fn slot(&mut self, s: Server) -> &mut Option<Proc> {
@@ -720,6 +769,7 @@ impl Servers {
             Server::TonicWeb => &mut self.tonic_web,
             Server::Switchboard => &mut self.switchboard,
             Server::SwitchboardJwt => &mut self.switchboard_jwt,
+            Server::SwitchboardObserved => &mut self.observed,
             Server::Backend => unreachable!("the backend is not restarted"),
         }
     }
@@ -788,12 +838,14 @@ fn run(opts: Opts) -> Result<(), String> {
         tonic_web: None,
         switchboard: None,
         switchboard_jwt: None,
+        observed: None,
     };
     for s in [
         Server::Forwarder,
         Server::TonicWeb,
         Server::Switchboard,
         Server::SwitchboardJwt,
+        Server::SwitchboardObserved,
     ] {
         if selected.iter().any(|v| v.server == s) {
             let p = env.start_server(s, &servers.backend)?;
@@ -1006,6 +1058,7 @@ fn run(opts: Opts) -> Result<(), String> {
             tonic_web: None,
             switchboard: None,
             switchboard_jwt: None,
+            observed: None,
         };
         for s in [Server::Forwarder, Server::Switchboard] {
             if apart.iter().any(|v| v.server == s) {

@@ -422,6 +422,9 @@ pub fn render(
             Server::TonicWeb => "tonic-web-peer (service in-process)",
             Server::Switchboard => "switchboard → bench-backend",
             Server::SwitchboardJwt => "switchboard (route with JWT auth) → bench-backend",
+            Server::SwitchboardObserved => {
+                "switchboard (metrics + JSON access log) → bench-backend"
+            }
         };
         let _ = writeln!(w, "| `{}` | {} | {} |", v.id, v.label, server);
     }
@@ -818,6 +821,35 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
                     None,
                     "≤ 1.10×",
                     r.map(|r| r <= 1.1),
+                );
+            }
+        }
+        // Metrics and the access log together: proxy CPU per unary call against the same
+        // variant without them, both measured in this run.
+        for v in VARIANTS
+            .iter()
+            .filter(|v| v.server == Server::SwitchboardObserved)
+        {
+            let Some(plain) = super::unobserved_of(v.id) else {
+                continue;
+            };
+            for &c in &o.concurrencies {
+                let per = |id: &str| {
+                    cs.get("unary", o.small, c, id)
+                        .and_then(|x| cpu_per_1k(x, "proxy"))
+                };
+                let r = match (per(v.id), per(plain)) {
+                    (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                    _ => continue,
+                };
+                row(
+                    w,
+                    "metrics + access log proxy CPU per unary call ≤ 1.05× without",
+                    format!("`{}` vs `{plain}`, {}, c{c}", v.id, size_name(o.small)),
+                    r,
+                    None,
+                    "≤ 1.05×",
+                    r.map(|r| r <= 1.05),
                 );
             }
         }

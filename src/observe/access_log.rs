@@ -1,0 +1,442 @@
+//! The access log: one line per finished call on stderr, as `key=value` text or JSON.
+//!
+//! A call never waits for stderr: its record goes into a bounded queue, and one writer thread
+//! takes the queue every 50 ms (sooner when a batch is full), formats the records and writes
+//! them in one write. When the queue is full (stderr
+//! is a slow pipe, a stuck terminal) the line is dropped and counted in
+//! `switchboard_access_log_dropped_total`. Formatting happens on the writer thread, off the
+//! call's path.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderValue, Method, Uri};
+use prometheus::IntCounter;
+
+use super::methods::{code_name, split_path};
+use crate::config::LogFormat;
+use crate::protocol::grpc::Code;
+
+/// Records waiting for the writer at most; more are dropped.
+const QUEUE: usize = 16 * 1024;
+/// Queued records that wake the writer before its next look.
+const BATCH: usize = 1024;
+
+/// What one line says, captured when the call finishes.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub(crate) format: LogFormat,
+    pub(crate) time: SystemTime,
+    pub(crate) request_id: HeaderValue,
+    pub(crate) peer: SocketAddr,
+    pub(crate) client_ip: IpAddr,
+    pub(crate) listener: Arc<str>,
+    pub(crate) protocol: &'static str,
+    pub(crate) http_method: Method,
+    pub(crate) uri: Uri,
+    /// The `/package.Service/Method` when it differs from the URI path.
+    pub(crate) rpc_path: Option<Arc<str>>,
+    pub(crate) code: Option<Code>,
+    pub(crate) http_status: u16,
+    pub(crate) duration: Duration,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) upstream: Option<Arc<str>>,
+    pub(crate) endpoint: Option<Arc<str>>,
+    pub(crate) user_agent: Option<HeaderValue>,
+}
+
+/// The queue to the writer thread, started on first use and kept for the life of the process
+/// (stderr is the process's; reloads change only the format, which each record carries).
+///
+/// A call only pushes its record under a short lock; it does not wake the writer, which
+/// looks every [`FLUSH_EVERY`] (or when a batch is full). Waking a sleeping thread for every
+/// line would cost more than everything else the access log does per call.
+struct Sink {
+    queue: Mutex<Vec<Record>>,
+    full: Condvar,
+}
+
+/// How often the writer takes what is queued.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+static SINK: OnceLock<Option<Arc<Sink>>> = OnceLock::new();
+
+fn sink() -> Option<&'static Arc<Sink>> {
+    SINK.get_or_init(|| {
+        let sink = Arc::new(Sink {
+            queue: Mutex::new(Vec::with_capacity(BATCH)),
+            full: Condvar::new(),
+        });
+        let writer = sink.clone();
+        match std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_loop(&writer))
+        {
+            Ok(_) => Some(sink),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the access log writer; access logging is off");
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// Queues a record; counts it in `dropped` when the queue is full.
+pub(crate) fn log(record: Record, dropped: &IntCounter) {
+    let Some(sink) = sink() else {
+        dropped.inc();
+        return;
+    };
+    let mut queue = sink.queue.lock().unwrap_or_else(|p| p.into_inner());
+    if queue.len() >= QUEUE {
+        drop(queue);
+        dropped.inc();
+        return;
+    }
+    queue.push(record);
+    let wake = queue.len() == BATCH;
+    drop(queue);
+    if wake {
+        sink.full.notify_one();
+    }
+}
+
+fn write_loop(sink: &Sink) {
+    let mut taken: Vec<Record> = Vec::with_capacity(BATCH);
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut line = String::with_capacity(512);
+    let mut clock = Clock::default();
+    loop {
+        {
+            let queue = sink.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut queue, _) = sink
+                .full
+                .wait_timeout_while(queue, FLUSH_EVERY, |q| q.len() < BATCH)
+                .unwrap_or_else(|p| p.into_inner());
+            std::mem::swap(&mut *queue, &mut taken);
+        }
+        if taken.is_empty() {
+            continue;
+        }
+        for r in taken.drain(..) {
+            format_with(&r, &mut line, &mut clock);
+            out.extend_from_slice(line.as_bytes());
+        }
+        // The lock keeps our lines whole among other stderr writers (the tracing logs).
+        let stderr = std::io::stderr();
+        let mut lock = stderr.lock();
+        let _ = lock.write_all(&out);
+        let _ = lock.flush();
+        drop(lock);
+        out.clear();
+    }
+}
+
+/// The date and time of the last second formatted, reused while the second lasts.
+#[derive(Default)]
+struct Clock {
+    secs: u64,
+    prefix: String,
+}
+
+impl Clock {
+    /// Appends `2024-05-01T12:34:56.789Z` for `t`.
+    fn write(&mut self, t: SystemTime, out: &mut String) {
+        let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        if self.prefix.is_empty() || self.secs != since.as_secs() {
+            self.secs = since.as_secs();
+            self.prefix = seconds(self.secs);
+        }
+        out.push_str(&self.prefix);
+        let _ = write!(out, ".{:03}Z", since.subsec_millis());
+    }
+}
+
+/// Formats `r` as one line (with its newline) into `line`.
+#[cfg(test)]
+pub(crate) fn format(r: &Record, line: &mut String) {
+    format_with(r, line, &mut Clock::default());
+}
+
+fn format_with(r: &Record, line: &mut String, clock: &mut Clock) {
+    line.clear();
+    let path = r.uri.path();
+    let rpc = r.rpc_path.as_deref().unwrap_or(path);
+    let (service, method) = if r.protocol == "http" {
+        (None, None)
+    } else {
+        match split_path(rpc) {
+            Some((s, m)) => (Some(s), Some(m)),
+            None => (None, None),
+        }
+    };
+    let mut time = String::with_capacity(24);
+    clock.write(r.time, &mut time);
+    // The caller's address: the TCP peer, or the client named by trusted proxies.
+    let mut peer = String::with_capacity(48);
+    let _ = if r.client_ip == r.peer.ip() {
+        write!(peer, "{}", r.peer)
+    } else {
+        write!(peer, "{}", r.client_ip)
+    };
+    let duration_ms = r.duration.as_secs_f64() * 1000.0;
+    let code = r.code.map(code_name);
+    let user_agent = r
+        .user_agent
+        .as_ref()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    let request_id = String::from_utf8_lossy(r.request_id.as_bytes());
+    let mut w = match r.format {
+        LogFormat::Json => Fields::Json { first: true },
+        LogFormat::Text => Fields::Text { first: true },
+    };
+    w.open(line);
+    w.str(line, "time", Some(&time));
+    w.str(line, "request_id", Some(&request_id));
+    w.str(line, "peer", Some(&peer));
+    w.str(line, "listener", Some(&r.listener));
+    w.str(line, "protocol", Some(r.protocol));
+    w.str(line, "http_method", Some(r.http_method.as_str()));
+    w.str(line, "path", Some(path));
+    w.str(line, "grpc_service", service);
+    w.str(line, "grpc_method", method);
+    w.str(line, "grpc_code", code);
+    w.num(line, "http_status", u64::from(r.http_status));
+    w.raw(line, "duration_ms", format_args!("{duration_ms:.3}"));
+    w.num(line, "bytes_in", r.bytes_in);
+    w.num(line, "bytes_out", r.bytes_out);
+    w.str(line, "upstream", r.upstream.as_deref());
+    w.str(line, "endpoint", r.endpoint.as_deref());
+    w.str(line, "user_agent", user_agent.as_deref());
+    w.close(line);
+}
+
+/// Writes `key=value` pairs (logfmt: values quoted when they need it, `-` when absent) or
+/// the members of a JSON object (`null` when absent).
+enum Fields {
+    Text { first: bool },
+    Json { first: bool },
+}
+
+impl Fields {
+    fn open(&mut self, line: &mut String) {
+        if let Fields::Json { .. } = self {
+            line.push('{');
+        }
+    }
+
+    fn close(&mut self, line: &mut String) {
+        if let Fields::Json { .. } = self {
+            line.push('}');
+        }
+        line.push('\n');
+    }
+
+    fn key(&mut self, line: &mut String, key: &str) {
+        match self {
+            Fields::Text { first } => {
+                if !*first {
+                    line.push(' ');
+                }
+                *first = false;
+                line.push_str(key);
+                line.push('=');
+            }
+            Fields::Json { first } => {
+                if !*first {
+                    line.push(',');
+                }
+                *first = false;
+                line.push('"');
+                line.push_str(key);
+                line.push_str("\":");
+            }
+        }
+    }
+
+    fn str(&mut self, line: &mut String, key: &str, value: Option<&str>) {
+        self.key(line, key);
+        match (self, value) {
+            (Fields::Text { .. }, None) => line.push('-'),
+            (Fields::Json { .. }, None) => line.push_str("null"),
+            (Fields::Text { .. }, Some(v)) => text_value(line, v),
+            (Fields::Json { .. }, Some(v)) => json_string(line, v),
+        }
+    }
+
+    fn num(&mut self, line: &mut String, key: &str, value: u64) {
+        self.raw(line, key, format_args!("{value}"));
+    }
+
+    fn raw(&mut self, line: &mut String, key: &str, value: std::fmt::Arguments<'_>) {
+        self.key(line, key);
+        let _ = line.write_fmt(value);
+    }
+}
+
+/// A logfmt value: bare when it has no space, quote, `=` or control character, else quoted
+/// with `\"`, `\\` and control characters escaped.
+fn text_value(line: &mut String, v: &str) {
+    let bare = !v.is_empty()
+        && v.chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=' && c != '\\');
+    if bare {
+        line.push_str(v);
+    } else {
+        json_string(line, v);
+    }
+}
+
+/// A JSON string literal.
+fn json_string(line: &mut String, v: &str) {
+    line.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => line.push_str("\\\""),
+            '\\' => line.push_str("\\\\"),
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(line, "\\u{:04x}", c as u32);
+            }
+            c => line.push(c),
+        }
+    }
+    line.push('"');
+}
+
+/// `2024-05-01T12:34:56` for seconds since the epoch.
+fn seconds(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `2024-05-01T12:34:56.789Z`.
+#[cfg(test)]
+fn rfc3339(t: SystemTime) -> String {
+    let mut s = String::new();
+    Clock::default().write(t, &mut s);
+    s
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn record(format: LogFormat) -> Record {
+        Record {
+            format,
+            time: UNIX_EPOCH + Duration::from_millis(1_714_566_896_789),
+            request_id: HeaderValue::from_static("abc-1"),
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            client_ip: "127.0.0.1".parse().unwrap(),
+            listener: Arc::from("main"),
+            protocol: "grpc_web",
+            http_method: Method::POST,
+            uri: Uri::from_static("/a.b.Svc/Do"),
+            rpc_path: None,
+            code: Some(Code::Unavailable),
+            http_status: 200,
+            duration: Duration::from_micros(1500),
+            bytes_in: 12,
+            bytes_out: 34,
+            upstream: Some(Arc::from("backend")),
+            endpoint: None,
+            user_agent: Some(HeaderValue::from_static("grpc-web-javascript/0.1 \"x\"")),
+        }
+    }
+
+    #[test]
+    fn json_lines_have_every_key() {
+        let mut line = String::new();
+        format(&record(LogFormat::Json), &mut line);
+        assert!(line.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "time",
+                "request_id",
+                "peer",
+                "listener",
+                "protocol",
+                "http_method",
+                "path",
+                "grpc_service",
+                "grpc_method",
+                "grpc_code",
+                "http_status",
+                "duration_ms",
+                "bytes_in",
+                "bytes_out",
+                "upstream",
+                "endpoint",
+                "user_agent"
+            ]
+        );
+        assert_eq!(v["time"], "2024-05-01T12:34:56.789Z");
+        assert_eq!(v["grpc_service"], "a.b.Svc");
+        assert_eq!(v["grpc_method"], "Do");
+        assert_eq!(v["grpc_code"], "UNAVAILABLE");
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["endpoint"], serde_json::Value::Null);
+        assert_eq!(v["user_agent"], "grpc-web-javascript/0.1 \"x\"");
+    }
+
+    #[test]
+    fn text_lines_quote_what_needs_it() {
+        let mut line = String::new();
+        format(&record(LogFormat::Text), &mut line);
+        assert!(
+            line.starts_with("time=2024-05-01T12:34:56.789Z request_id=abc-1 peer=127.0.0.1:5000 listener=main protocol=grpc_web http_method=POST path=/a.b.Svc/Do grpc_service=a.b.Svc grpc_method=Do grpc_code=UNAVAILABLE http_status=200 duration_ms=1.500 bytes_in=12 bytes_out=34 upstream=backend endpoint=- "),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("user_agent=\"grpc-web-javascript/0.1 \\\"x\\\"\"\n"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+}
