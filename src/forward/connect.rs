@@ -210,7 +210,7 @@ async fn read_unary_message(
 }
 
 /// Reads a reply to its end, keeping whole messages (each within the limit).
-async fn collect(mut stream: GrpcStream, limit: usize) -> (Vec<frame::Frame>, End) {
+pub(super) async fn collect(mut stream: GrpcStream, limit: usize) -> (Vec<frame::Frame>, End) {
     let mut decoder = FrameDecoder::new(limit);
     let mut frames = Vec::new();
     loop {
@@ -242,7 +242,7 @@ async fn collect(mut stream: GrpcStream, limit: usize) -> (Vec<frame::Frame>, En
 }
 
 /// The single response message of a successful unary call, decompressed.
-fn unary_payload(
+pub(super) fn unary_payload(
     mut frames: Vec<frame::Frame>,
     upstream_encoding: Option<&HeaderValue>,
     limit: usize,

@@ -5,6 +5,7 @@ mod call;
 mod connect;
 mod grpc;
 mod grpc_web;
+mod rest;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -69,6 +70,12 @@ pub(crate) struct Proxy {
     schemas: Vec<Arc<Schemas>>,
     /// Descriptor sets per route (when the route has its own).
     route_schemas: Vec<Option<Schema>>,
+    /// Upstreams whose schemas' REST rules are served (`rest`, and a schema source).
+    rest_upstreams: Vec<usize>,
+    /// Each route's `rest` override.
+    route_rest: Vec<Option<bool>>,
+    /// `GET <path>` serves the OpenAPI document of that upstream.
+    openapi: Vec<(String, usize)>,
 }
 
 impl Proxy {
@@ -109,13 +116,34 @@ impl Proxy {
                     .map_err(|e| format!("routes[{i}].descriptors: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let rest_upstreams: Vec<usize> = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| {
+                u.rest
+                    && !u.json.passthrough
+                    && (u.json.descriptors.is_some()
+                        || u.json.reflection != crate::config::Reflection::Off)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let openapi = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| u.openapi.clone().map(|p| (p, i)))
+            .collect();
         Ok(Proxy {
             limits: config.limits,
             schemas,
             route_schemas,
+            route_rest: config.routes.iter().map(|r| r.rest).collect(),
+            cors: CorsPolicy::new(config.cors.clone()).with_rest(!rest_upstreams.is_empty()),
+            rest_upstreams,
+            openapi,
             routes: RouteTable::new(config),
             upstreams,
-            cors: CorsPolicy::new(config.cors.clone()),
             forwarded: Forwarded::new(&config.trusted_proxies),
             policies: RoutePolicies::new(config)?,
             observer: Arc::new(Observer::default()),
@@ -169,9 +197,36 @@ impl Proxy {
     /// Classify, route, apply the route's policies, forward. Each protocol's forwarding future
     /// is boxed on its own: a call then holds only the state of its own protocol. The proto
     /// paths of gRPC-Web and gRPC have nothing to wait for before the upstream request goes
-    /// out, so (on routes without policies) they are built here.
+    /// out, so (on routes without policies) they are built here. Requests no protocol claims
+    /// by content type are matched against the REST rules (which may wait for a schema).
     fn dispatch(self: &Arc<Self>, req: Request<Incoming>, ctx: &Arc<CallContext>) -> Responding {
-        let protocol = match protocol::detect(&req) {
+        if req.method() == http::Method::GET {
+            if let Some(u) = self.openapi_upstream(req.uri().path()) {
+                let proxy = self.clone();
+                return Box::pin(async move { proxy.serve_openapi(u).await });
+            }
+        }
+        match protocol::classify(&req) {
+            protocol::Classified::Call(detected) => self.dispatch_detected(detected, req, ctx),
+            protocol::Classified::Other(fallback) if self.rest_upstreams.is_empty() => {
+                self.dispatch_detected(fallback, req, ctx)
+            }
+            protocol::Classified::Other(fallback) => {
+                let proxy = self.clone();
+                let ctx = ctx.clone();
+                Box::pin(async move { proxy.dispatch_rest(fallback, req, &ctx).await })
+            }
+        }
+    }
+
+    /// A request whose protocol is decided (or refused): route it by its path.
+    fn dispatch_detected(
+        self: &Arc<Self>,
+        detected: Result<Protocol, Rejection>,
+        req: Request<Incoming>,
+        ctx: &Arc<CallContext>,
+    ) -> Responding {
+        let protocol = match detected {
             Ok(p) => p,
             Err(rejection) => {
                 // Plain GETs that are not Connect calls may be files of the demo page.
@@ -180,7 +235,7 @@ impl Proxy {
             }
         };
         ctx.set_protocol(call_protocol(&protocol));
-        let Some(target) = self.route(&req) else {
+        let Some(target) = self.route(req.uri().path(), &req) else {
             let status = no_route(req.uri().path());
             ctx.set_code(status.code);
             self.observer.started(ctx);
@@ -189,6 +244,131 @@ impl Proxy {
                 p => error_response(p, status, None),
             });
         };
+        self.dispatch_routed(protocol, target, req, ctx)
+    }
+
+    /// A request no protocol claims by its content type: a REST call when a rule matches;
+    /// a Connect JSON call to a method path stays one; else what `fallback` says.
+    async fn dispatch_rest(
+        self: Arc<Self>,
+        fallback: Result<Protocol, Rejection>,
+        mut req: Request<Incoming>,
+        ctx: &Arc<CallContext>,
+    ) -> Response<BoxBody> {
+        let found = self.rest_lookup(&req).await;
+        let path = req.uri().path();
+        let connect_method = matches!(fallback, Ok(Protocol::Connect(_)))
+            && self
+                .route(path, &req)
+                .is_some_and(|t| self.schemas[t.upstream].peek(path).is_some());
+        match found {
+            RestLookup::Found(rc, target) if !connect_method => {
+                ctx.set_protocol(CallProtocol::Rest);
+                let _ = ctx.rpc_path.set(Arc::from(rc.binding.method.path()));
+                let mode = crate::protocol::rest::Mode::from_accept(req.headers().get(header::ACCEPT));
+                req.extensions_mut().insert(rc);
+                self.dispatch_routed(Protocol::Rest(mode), target, req, ctx)
+                    .await
+            }
+            RestLookup::WrongMethod(allow) if !connect_method => {
+                ctx.set_protocol(CallProtocol::Rest);
+                ctx.set_code(Code::Unimplemented);
+                rest::method_not_allowed(req.method(), &allow)
+            }
+            _ => {
+                // Neither RPC nor REST: a verb only REST uses on a path that is not an RPC
+                // path gets REST's 404 instead of the RPC protocols' 405.
+                if let Err(r) = &fallback {
+                    if r.status == http::StatusCode::METHOD_NOT_ALLOWED && !rpc_shaped(path) {
+                        return rest::not_found(path);
+                    }
+                }
+                self.dispatch_detected(fallback, req, ctx).await
+            }
+        }
+    }
+
+    /// Matches a request against the REST rules of every upstream that serves them, in
+    /// upstream order; a match counts when the method it maps to is routed to that upstream
+    /// and the route allows REST.
+    async fn rest_lookup(&self, req: &Request<Incoming>) -> RestLookup {
+        let schemas = futures_util::future::join_all(
+            self.rest_upstreams
+                .iter()
+                .map(|&u| self.schemas[u].rest_schema(&self.upstreams[u])),
+        )
+        .await;
+        let mut allow = Vec::new();
+        for (&u, schema) in self.rest_upstreams.iter().zip(schemas) {
+            let Some(schema) = schema else {
+                continue;
+            };
+            match schema.rest().lookup(req.method(), req.uri().path()) {
+                crate::protocol::rest::Lookup::Found(binding, segments) => {
+                    let Some(target) = self.route(binding.method.path(), req) else {
+                        continue;
+                    };
+                    if target.upstream != u || self.route_rest[target.route] == Some(false) {
+                        continue;
+                    }
+                    let rc = rest::RestCall {
+                        binding,
+                        segments,
+                        schema,
+                        ignore_unknown_fields: self.schemas[u].ignore_unknown_fields(),
+                    };
+                    return RestLookup::Found(rc, target);
+                }
+                crate::protocol::rest::Lookup::WrongMethod(methods) => allow.extend(methods),
+                crate::protocol::rest::Lookup::NotFound => {}
+            }
+        }
+        if allow.is_empty() {
+            return RestLookup::NotFound;
+        }
+        allow.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        allow.dedup();
+        RestLookup::WrongMethod(allow)
+    }
+
+    /// The upstream whose OpenAPI document is served at `path`.
+    fn openapi_upstream(&self, path: &str) -> Option<usize> {
+        self.openapi.iter().find(|(p, _)| p == path).map(|(_, u)| *u)
+    }
+
+    /// The OpenAPI document of an upstream's schema (fetched by reflection if need be).
+    async fn serve_openapi(&self, u: usize) -> Response<BoxBody> {
+        let schema = Box::pin(self.schemas[u].rest_schema(&self.upstreams[u])).await;
+        match schema {
+            Some(schema) => {
+                let mut res = Response::new(body::full(schema.openapi()));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                res
+            }
+            None => {
+                let status = Status::new(
+                    Code::Unavailable,
+                    format!(
+                        "no schema for upstream {:?}: it offers no server reflection and has no descriptor set",
+                        self.upstreams[u].name
+                    ),
+                );
+                rest::error_response(&status, None, http::HeaderMap::new())
+            }
+        }
+    }
+
+    /// Route policies, then forwarding, for a routed call.
+    fn dispatch_routed(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        target: Target,
+        req: Request<Incoming>,
+        ctx: &Arc<CallContext>,
+    ) -> Responding {
         let _ = ctx
             .upstream
             .set(self.upstreams[target.upstream].name.clone());
@@ -219,6 +399,7 @@ impl Proxy {
             }
         }
     }
+
     /// Forwards a classified, routed and admitted call in its protocol.
     fn forward(
         self: &Arc<Self>,
@@ -247,6 +428,25 @@ impl Proxy {
                 })
             }
             Protocol::Grpc => Box::pin(grpc::forward(self.call(t, &req, ctx), req)),
+            Protocol::Rest(mode) => {
+                let mut req = req;
+                let Some(rc) = req.extensions_mut().remove::<rest::RestCall>() else {
+                    let status = Status::new(Code::Internal, "REST call without its rule");
+                    ctx.set_code(status.code);
+                    return ready(rest::error_response(&status, None, http::HeaderMap::new()));
+                };
+                // `connect-timeout-ms` (as Connect) or `grpc-timeout`, capped by the route.
+                let timeout = match crate::protocol::connect::timeout(req.headers()) {
+                    Ok(Some(t)) => Some(t),
+                    Ok(None) => call::grpc_timeout(req.headers()),
+                    Err(status) => {
+                        ctx.set_code(status.code);
+                        return ready(rest::error_response(&status, None, http::HeaderMap::new()));
+                    }
+                };
+                let call = Call::new(self.upstreams[t.upstream].clone(), t, timeout, ctx.clone());
+                Box::pin(rest::forward(call, mode, rc, req))
+            }
             Protocol::Connect(mode) => {
                 let timeout = match crate::protocol::connect::timeout(req.headers()) {
                     Ok(timeout) => timeout,
@@ -275,10 +475,7 @@ impl Proxy {
                             }
                         },
                     };
-                    if let Some(refusal) = proxy
-                        .check_connect_shape(t, path, mode, json.as_ref())
-                        .await
-                    {
+                    if let Some(refusal) = proxy.check_connect_shape(t, path, mode, json.as_ref()) {
                         return refusal;
                     }
                     connect::forward(call, mode, json, req).await
@@ -330,10 +527,10 @@ impl Proxy {
         }
     }
 
-    /// When the schema of the method is known: Connect GET only for methods without side
+    /// When the schema of the method is at hand: Connect GET only for methods without side
     /// effects (else 405), unary content types only for unary methods and streaming content
     /// types only for streaming ones (else 415).
-    async fn check_connect_shape(
+    fn check_connect_shape(
         &self,
         t: Target,
         path: &str,
@@ -341,17 +538,13 @@ impl Proxy {
         json: Option<&Json>,
     ) -> Option<Response<BoxBody>> {
         use crate::protocol::connect::Kind;
+        // Proto calls never wait for a schema: only one at hand is consulted.
         let method = match json {
             Some(j) => j.method().map(|(m, _)| m.clone()),
-            None if self.schemas[t.upstream].has_source()
-                || self.route_schemas[t.route].is_some() =>
-            {
-                match self.json_plan(t, path).await {
-                    Ok(j) => j.method().map(|(m, _)| m.clone()),
-                    Err(_) => None,
-                }
-            }
-            None => None,
+            None => match &self.route_schemas[t.route] {
+                Some(schema) => schema.method(path),
+                None => self.schemas[t.upstream].peek(path),
+            },
         }?;
         let streaming = method.client_streaming() || method.server_streaming();
         let (status, message, allow) = match mode.kind {
@@ -379,13 +572,15 @@ impl Proxy {
         }))
     }
 
-    fn route<B>(&self, req: &Request<B>) -> Option<Target> {
+    /// The route of a call to `path` (the request's own path, or a REST call's method path)
+    /// with the request's host.
+    fn route<B>(&self, path: &str, req: &Request<B>) -> Option<Target> {
         let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
             req.headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
-        self.routes.resolve(req.uri().path(), host)
+        self.routes.resolve(path, host)
     }
 
     fn call<B>(&self, target: Target, req: &Request<B>, ctx: &Arc<CallContext>) -> Call {
@@ -444,6 +639,7 @@ fn call_protocol(p: &Protocol) -> CallProtocol {
         Protocol::GrpcWeb(_) => CallProtocol::GrpcWeb,
         Protocol::Grpc => CallProtocol::Grpc,
         Protocol::Connect(_) => CallProtocol::Connect,
+        Protocol::Rest(_) => CallProtocol::Rest,
     }
 }
 
@@ -458,6 +654,7 @@ pub(crate) fn error_response(
         Protocol::GrpcWeb(mode) => grpc_web::respond(mode, Reply::error(status)),
         Protocol::Grpc => grpc::respond(Reply::error(status)),
         Protocol::Connect(mode) => connect::early_error(*mode, status),
+        Protocol::Rest(_) => rest::error_response(&status, None, http::HeaderMap::new()),
     };
     if let Some(after) = retry_after {
         let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
@@ -465,6 +662,22 @@ pub(crate) fn error_response(
             .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
     res
+}
+
+/// What a REST lookup found.
+enum RestLookup {
+    Found(rest::RestCall, Target),
+    WrongMethod(Vec<http::Method>),
+    NotFound,
+}
+
+/// `/pkg.Service/Method`: two non-empty segments, as RPC paths are.
+fn rpc_shaped(path: &str) -> bool {
+    path.strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .is_some_and(|(service, method)| {
+            !service.is_empty() && !method.is_empty() && !method.contains('/')
+        })
 }
 
 fn no_route(path: &str) -> Status {

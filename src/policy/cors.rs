@@ -14,12 +14,27 @@ const ALWAYS_EXPOSED: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-d
 pub(crate) struct CorsPolicy {
     config: Cors,
     max_age: HeaderValue,
+    /// Methods preflights allow: the RPC protocols' POST and GET, plus REST's verbs when REST
+    /// rules are served.
+    methods: &'static str,
 }
 
 impl CorsPolicy {
     pub(crate) fn new(config: Cors) -> CorsPolicy {
         let max_age = HeaderValue::from(config.max_age.as_secs());
-        CorsPolicy { config, max_age }
+        CorsPolicy {
+            config,
+            max_age,
+            methods: "POST, GET",
+        }
+    }
+
+    /// Also allows the methods of `google.api.http` rules (PUT, PATCH, DELETE) when `rest`.
+    pub(crate) fn with_rest(mut self, rest: bool) -> CorsPolicy {
+        if rest {
+            self.methods = "POST, GET, PUT, PATCH, DELETE";
+        }
+        self
     }
 
     fn allows(&self, origin: &HeaderValue) -> bool {
@@ -59,7 +74,7 @@ impl CorsPolicy {
         );
         let origin = req.headers().get(header::ORIGIN);
         let method = req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD);
-        let method_ok = method.is_some_and(|m| m == "POST" || m == "GET");
+        let method_ok = method.is_some_and(|m| self.methods.split(", ").any(|a| m == a));
         match origin {
             Some(origin) if self.allows(origin) && method_ok => {
                 *res.status_mut() = StatusCode::NO_CONTENT;
@@ -70,7 +85,7 @@ impl CorsPolicy {
                 );
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_METHODS,
-                    HeaderValue::from_static("POST, GET"),
+                    HeaderValue::from_static(self.methods),
                 );
                 if let Some(requested) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
                     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
