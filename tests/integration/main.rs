@@ -12,3 +12,4 @@ mod grpc_web;
 mod interop;
 mod json;
 mod matrix;
+mod rest;

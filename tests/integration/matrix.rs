@@ -46,8 +46,8 @@ const NODE_PACKAGES: [&str; 8] = [
     "@improbable-eng/grpc-web-node-http-transport/package.json",
 ];
 /// What the grpcio backend imports (tests/interop/requirements.txt).
-const PYTHON_CHECK: &str =
-    "import grpc, grpc_tools.protoc, grpc_status.rpc_status, google.rpc.error_details_pb2";
+pub(crate) const PYTHON_CHECK: &str = "import grpc, grpc_tools.protoc, grpc_status.rpc_status, \
+     grpc_reflection.v1alpha.reflection, google.rpc.error_details_pb2, google.api.annotations_pb2";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interop_matrix() {
@@ -115,7 +115,7 @@ async fn interop_matrix() {
     drop((grpc_js, grpcio, tonic));
 }
 
-fn interop_dir() -> PathBuf {
+pub(crate) fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("interop")
@@ -256,18 +256,19 @@ fn trim_line_end(s: &mut String) {
     s.push('\n');
 }
 
-/// A test backend running as a child process; killed when dropped.
-struct ChildBackend {
+/// A test backend running as a child process; killed when dropped. (The REST tests start the
+/// grpcio backend with it too.)
+pub(crate) struct ChildBackend {
     name: &'static str,
     child: Child,
     stdin: Option<ChildStdin>,
-    url: String,
+    pub(crate) url: String,
     port: Option<mpsc::Receiver<Result<u16, String>>>,
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl ChildBackend {
-    fn spawn(name: &'static str, program: &str, args: &[PathBuf]) -> ChildBackend {
+    pub(crate) fn spawn(name: &'static str, program: &str, args: &[PathBuf]) -> ChildBackend {
         let mut child = Command::new(program)
             .args(args)
             .current_dir(interop_dir())
@@ -306,7 +307,7 @@ impl ChildBackend {
     }
 
     /// Waits for the printed port (no sleeps: the line is the readiness signal).
-    fn wait_ready(mut self) -> ChildBackend {
+    pub(crate) fn wait_ready(mut self) -> ChildBackend {
         let rx = self.port.take().unwrap();
         let port = match rx.recv_timeout(READY_TIMEOUT) {
             Ok(Ok(port)) => port,

@@ -10,6 +10,7 @@
 pub(crate) mod backend;
 pub(crate) mod client;
 pub(crate) mod fake;
+pub(crate) mod library;
 pub(crate) mod process;
 pub(crate) mod tls;
 pub(crate) mod wire;
