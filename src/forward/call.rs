@@ -58,7 +58,7 @@ impl Reply {
         let m = method.clone();
         self.stream = self.stream.transforming(
             encoding,
-            Arc::new(move |msg: &[u8]| m.response_to_json(msg)),
+            Arc::new(move |msg: bytes::Bytes, out: &mut Vec<u8>| m.response_json_into(msg, out)),
         );
         self
     }

@@ -342,7 +342,10 @@ fn stream_upstream(
         let m = method.clone();
         body = body.recoding(
             encoding,
-            Some(Arc::new(move |msg: &[u8]| m.request_to_proto(msg, ignore))),
+            Some(Arc::new(move |msg: Bytes, out: &mut Vec<u8>| {
+                m.request_to_proto(&msg, ignore)
+                    .map(|p| out.extend_from_slice(&p))
+            })),
         );
     } else if encoding == Encoding::Gzip {
         body = body.recoding(Encoding::Gzip, None);

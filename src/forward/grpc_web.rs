@@ -73,7 +73,10 @@ fn upstream(
         let m = method.clone();
         body = body.recoding(
             encoding,
-            Some(Arc::new(move |msg: &[u8]| m.request_to_proto(msg, ignore))),
+            Some(Arc::new(move |msg: Bytes, out: &mut Vec<u8>| {
+                m.request_to_proto(&msg, ignore)
+                    .map(|p| out.extend_from_slice(&p))
+            })),
         );
     }
     // Browsers cannot decode per-message compression unless they asked for it.

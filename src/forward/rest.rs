@@ -87,12 +87,11 @@ pub(crate) async fn forward(
     };
     let output = method.output().clone();
     let field = binding.response_body.clone();
-    let transform: body::Transform = Arc::new(move |msg: &[u8]| {
-        let mut out = Vec::with_capacity(msg.len().saturating_mul(2).saturating_add(16));
+    let transform: body::Transform = Arc::new(move |msg: Bytes, out: &mut Vec<u8>| {
         out.extend_from_slice(mode.prefix());
-        message::response_json(&output, field.as_ref(), Bytes::copy_from_slice(msg), &mut out)?;
+        message::response_json(&output, field.as_ref(), msg, out)?;
         out.extend_from_slice(mode.suffix());
-        Ok(Bytes::from(out))
+        Ok(())
     });
     let mut stream = reply.stream.transforming(encoding, transform);
     let mut render = StreamRender {

@@ -282,6 +282,24 @@ impl Method {
         proto_to_json(&self.inner.output, proto, Code::Internal)
     }
 
+    /// Protobuf response bytes → canonical ProtoJSON, appended to `out`; `bytes` fields are
+    /// read without copying and written straight into `out`. Errors are `Internal`.
+    pub(crate) fn response_json_into(&self, proto: Bytes, out: &mut Vec<u8>) -> Result<(), Status> {
+        let desc = &self.inner.output;
+        let message = DynamicMessage::decode(desc.clone(), proto).map_err(|e| {
+            Status::new(
+                Code::Internal,
+                format!("invalid protobuf for {}: {e}", desc.full_name()),
+            )
+        })?;
+        write::message(out, &message).map_err(|e| {
+            Status::new(
+                Code::Internal,
+                format!("cannot write {} as JSON: {e}", desc.full_name()),
+            )
+        })
+    }
+
     /// ProtoJSON response message → protobuf bytes. Errors are `Internal`.
     pub fn response_to_proto(
         &self,
