@@ -13,7 +13,6 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-
 use crate::observe::CallContext;
 use crate::protocol::compression::{self, Encoding};
 use crate::protocol::grpc::frame::{self, FrameDecoder, FrameError, FrameScanner, FLAG_COMPRESSED};

@@ -265,7 +265,8 @@ impl Proxy {
             RestLookup::Found(rc, target) if !connect_method => {
                 ctx.set_protocol(CallProtocol::Rest);
                 let _ = ctx.rpc_path.set(Arc::from(rc.binding.method.path()));
-                let mode = crate::protocol::rest::Mode::from_accept(req.headers().get(header::ACCEPT));
+                let mode =
+                    crate::protocol::rest::Mode::from_accept(req.headers().get(header::ACCEPT));
                 req.extensions_mut().insert(rc);
                 self.dispatch_routed(Protocol::Rest(mode), target, req, ctx)
                     .await
@@ -333,7 +334,10 @@ impl Proxy {
 
     /// The upstream whose OpenAPI document is served at `path`.
     fn openapi_upstream(&self, path: &str) -> Option<usize> {
-        self.openapi.iter().find(|(p, _)| p == path).map(|(_, u)| *u)
+        self.openapi
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, u)| *u)
     }
 
     /// The OpenAPI document of an upstream's schema (fetched by reflection if need be).

@@ -21,7 +21,9 @@ use super::connect::{collect, unary_payload};
 use crate::body::{self, BoxBody, BoxError, End, Event, Render, RenderBody};
 use crate::protocol::compression::{self, Encoding};
 use crate::protocol::grpc::frame::{self, HEADER_LEN};
-use crate::protocol::grpc::{Code, Status, CONTENT_TYPE_PROTO, GRPC_ACCEPT_ENCODING, GRPC_ENCODING};
+use crate::protocol::grpc::{
+    Code, Status, CONTENT_TYPE_PROTO, GRPC_ACCEPT_ENCODING, GRPC_ENCODING,
+};
 use crate::protocol::json::Schema;
 use crate::protocol::rest::{self, message, Binding, Mode};
 
@@ -180,8 +182,9 @@ async fn read_body(headers: &HeaderMap, mut body: Incoming, limit: usize) -> Res
     let mut chunks = Vec::new();
     let mut len = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| Status::new(Code::Cancelled, format!("reading the request failed: {e}")))?;
+        let frame = frame.map_err(|e| {
+            Status::new(Code::Cancelled, format!("reading the request failed: {e}"))
+        })?;
         if let Ok(data) = frame.into_data() {
             len += data.len();
             if len > limit {
@@ -229,7 +232,10 @@ pub(crate) fn error_response(
 }
 
 /// 405 for a path whose rules use other methods.
-pub(crate) fn method_not_allowed(method: &http::Method, allow: &[http::Method]) -> Response<BoxBody> {
+pub(crate) fn method_not_allowed(
+    method: &http::Method,
+    allow: &[http::Method],
+) -> Response<BoxBody> {
     let list: Vec<&str> = allow.iter().map(http::Method::as_str).collect();
     let status = Status::new(
         Code::Unimplemented,
@@ -248,7 +254,10 @@ pub(crate) fn method_not_allowed(method: &http::Method, allow: &[http::Method]) 
 
 /// 404 for a path no rule matches.
 pub(crate) fn not_found(path: &str) -> Response<BoxBody> {
-    let status = Status::new(Code::NotFound, format!("no REST rule or method matches {path}"));
+    let status = Status::new(
+        Code::NotFound,
+        format!("no REST rule or method matches {path}"),
+    );
     error_response(&status, None, HeaderMap::new())
 }
 
@@ -278,8 +287,8 @@ fn strip_frame_headers(data: Bytes) -> Bytes {
     let mut payloads = Vec::new();
     let mut at = 0;
     while at + HEADER_LEN <= data.len() {
-        let len = u32::from_be_bytes([data[at + 1], data[at + 2], data[at + 3], data[at + 4]])
-            as usize;
+        let len =
+            u32::from_be_bytes([data[at + 1], data[at + 2], data[at + 3], data[at + 4]]) as usize;
         let end = (at + HEADER_LEN + len).min(data.len());
         payloads.push(data.slice(at + HEADER_LEN..end));
         at = end;

@@ -116,15 +116,14 @@ impl Schemas {
             Some(path) => Some(load(path)?),
             None => None,
         };
-        let reflection = (json.reflection != config::Reflection::Off && !json.passthrough).then(
-            || Reflected {
+        let reflection =
+            (json.reflection != config::Reflection::Off && !json.passthrough).then(|| Reflected {
                 required: json.reflection == config::Reflection::On,
                 refresh: json.refresh,
                 state: RwLock::new(State::default()),
                 fetching: tokio::sync::Mutex::new(()),
                 refreshing: AtomicBool::new(false),
-            },
-        );
+            });
         Ok(Schemas {
             name: upstream.name.clone(),
             file,
@@ -219,7 +218,10 @@ impl Schemas {
 
     /// The schema whose REST rules this upstream serves: the descriptor file's, else the one
     /// from reflection. Waits for a fetch only when none was tried recently.
-    pub(crate) async fn rest_schema(self: &Arc<Self>, client: &Arc<UpstreamClient>) -> Option<Schema> {
+    pub(crate) async fn rest_schema(
+        self: &Arc<Self>,
+        client: &Arc<UpstreamClient>,
+    ) -> Option<Schema> {
         if let Some(file) = &self.file {
             return Some(file.clone());
         }
@@ -292,7 +294,9 @@ impl Schemas {
                             "the upstream offers no server reflection: JSON calls pass through unchanged and no REST rules are served (asked again in {:?})",
                             r.refresh.max(REFETCH_MIN_INTERVAL)
                         ),
-                        _ => tracing::warn!(upstream = %self.name, error = %e, "cannot get descriptors by server reflection"),
+                        _ => {
+                            tracing::warn!(upstream = %self.name, error = %e, "cannot get descriptors by server reflection")
+                        }
                     }
                 }
                 st.failure = Some(e.clone());

@@ -52,7 +52,11 @@ impl Answer {
             "{case}: {}",
             String::from_utf8_lossy(&self.body)
         );
-        assert_eq!(self.header("content-type"), Some("application/json"), "{case}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{case}"
+        );
         self.json()
     }
 
@@ -64,7 +68,11 @@ impl Answer {
             "{case}: {}",
             String::from_utf8_lossy(&self.body)
         );
-        assert_eq!(self.header("content-type"), Some("application/json"), "{case}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{case}"
+        );
         let v = self.json();
         assert_eq!(v["code"], code, "{case}: {v}");
         assert!(v["message"].is_string(), "{case}: {v}");
@@ -164,7 +172,9 @@ async fn library_calls(addr: SocketAddr, http: Http, backend: &str) {
     );
     assert_eq!(v["books"][0]["name"], "shelves/s1/books/1");
     // An additional binding, and one answering a single field.
-    let v = get(addr, http, "/v1/books?parent=shelves/q").await.ok(&case("list, query parent"));
+    let v = get(addr, http, "/v1/books?parent=shelves/q")
+        .await
+        .ok(&case("list, query parent"));
     assert_eq!(v["request"]["parent"], "shelves/q");
     let a = get(addr, http, "/v1/shelves/s1/titles").await;
     assert_eq!(a.ok(&case("response_body")), json!(["One", "Two"]));
@@ -216,7 +226,15 @@ async fn library_calls(addr: SocketAddr, http: Http, backend: &str) {
     // DELETE answering Empty; a missing one is 404.
     let a = curl(addr, http, "DELETE", "/v1/shelves/s1/books/b7", &[], None).await;
     assert_eq!(a.ok(&case("delete")), json!({}));
-    let a = curl(addr, http, "DELETE", "/v1/shelves/s1/books/missing", &[], None).await;
+    let a = curl(
+        addr,
+        http,
+        "DELETE",
+        "/v1/shelves/s1/books/missing",
+        &[],
+        None,
+    )
+    .await;
     a.error(404, 5, &case("delete missing"));
     // A custom verb.
     let a = curl(
@@ -265,17 +283,34 @@ async fn library_calls(addr: SocketAddr, http: Http, backend: &str) {
         "{}",
         case("details")
     );
-    let v = get(addr, http, "/v1/shelves/s1/books?bogus=1")
-        .await
-        .error(400, 3, &case("unknown query parameter"));
+    let v = get(addr, http, "/v1/shelves/s1/books?bogus=1").await.error(
+        400,
+        3,
+        &case("unknown query parameter"),
+    );
     assert!(v["message"].as_str().unwrap().contains("\"bogus\""), "{v}");
-    let v = curl(addr, http, "POST", "/v1/shelves/s1/books", &[], Some(r#"{"title":"#))
-        .await
-        .error(400, 3, &case("malformed body"));
-    assert!(v["message"].as_str().unwrap().contains("invalid JSON"), "{v}");
+    let v = curl(
+        addr,
+        http,
+        "POST",
+        "/v1/shelves/s1/books",
+        &[],
+        Some(r#"{"title":"#),
+    )
+    .await
+    .error(400, 3, &case("malformed body"));
+    assert!(
+        v["message"].as_str().unwrap().contains("invalid JSON"),
+        "{v}"
+    );
     let a = get(addr, http, "/v1/shelves/s1/books/b7").await;
     a.error(405, 12, &case("wrong verb"));
-    assert_eq!(a.header("allow"), Some("DELETE, PATCH, PUT"), "{}", case("allow"));
+    assert_eq!(
+        a.header("allow"),
+        Some("DELETE, PATCH, PUT"),
+        "{}",
+        case("allow")
+    );
     let a = curl(addr, http, "PATCH", "/v1/nothing/here", &[], Some("{}")).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", case("no rule"));
     let a = get(addr, http, "/v1/nothing/here").await;
@@ -290,10 +325,39 @@ async fn rest_in_quick_mode_from_tonic_reflection() {
     for http in HTTP_VERSIONS {
         guard("library calls", library_calls(proxy.addr, http, "tonic")).await;
     }
+    // Response metadata and trailers come back as headers; request headers go as metadata.
+    for http in HTTP_VERSIONS {
+        let a = curl(
+            proxy.addr,
+            http,
+            "GET",
+            "/v1/authors/a1",
+            &[("x-header-color", "red"), ("x-trailer-cost", "7")],
+            None,
+        )
+        .await;
+        a.ok("metadata");
+        assert_eq!(a.header("x-header-color"), Some("red"), "{http:?}");
+        assert_eq!(a.header("x-trailer-cost"), Some("7"), "{http:?}");
+        // An error's trailers too.
+        let a = curl(
+            proxy.addr,
+            http,
+            "GET",
+            "/v1/shelves/missing",
+            &[("x-trailer-cost", "8")],
+            None,
+        )
+        .await;
+        a.error(404, 5, "error metadata");
+        assert_eq!(a.header("x-trailer-cost"), Some("8"), "{http:?}");
+    }
     let fetched = reflection.calls.get();
     assert!(fetched > 0, "no reflection call");
     // Cached: more calls ask nothing.
-    get(proxy.addr, Http::H1, "/v1/shelves/s2").await.ok("again");
+    get(proxy.addr, Http::H1, "/v1/shelves/s2")
+        .await
+        .ok("again");
     assert_eq!(reflection.calls.get(), fetched, "{:?}", reflection.paths());
 }
 
@@ -321,10 +385,13 @@ async fn rest_in_quick_mode_from_grpcio_reflection() {
     // Its streams too.
     let a = get(proxy.addr, Http::H2, "/v1/shelves/s1:watch?count=2").await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(lines(&a), vec![
-        json!({"name": "shelves/s1"}),
-        json!({"name": "shelves/s1", "index": 1}),
-    ]);
+    assert_eq!(
+        lines(&a),
+        vec![
+            json!({"name": "shelves/s1"}),
+            json!({"name": "shelves/s1", "index": 1}),
+        ]
+    );
     drop(proxy);
     drop(grpcio);
 }
@@ -343,7 +410,9 @@ fn python_present() -> bool {
         eprintln!("SKIPPED: the grpcio backend's Python packages are missing");
         return false;
     }
-    panic!("the Python packages of tests/interop/requirements.txt are missing: run scripts/test.sh");
+    panic!(
+        "the Python packages of tests/interop/requirements.txt are missing: run scripts/test.sh"
+    );
 }
 
 /// NDJSON lines as JSON values.
@@ -380,7 +449,12 @@ async fn server_streams_as_ndjson_and_sse() {
     let (backend, _reflection) = spawn_backend_with_reflection(ReflectionVersion::V1).await;
     let proxy = spawn_proxy(&backend.url).await;
     for http in HTTP_VERSIONS {
-        let a = get(proxy.addr, http, "/v1/shelves/s1:watch?count=3&payloadSize=2").await;
+        let a = get(
+            proxy.addr,
+            http,
+            "/v1/shelves/s1:watch?count=3&payloadSize=2",
+        )
+        .await;
         assert_eq!(a.status, StatusCode::OK);
         assert_eq!(a.header("content-type"), Some("application/x-ndjson"));
         let want: Vec<Value> = (0..3)
@@ -430,7 +504,10 @@ async fn server_streams_as_ndjson_and_sse() {
             e,
             vec![
                 ("message".to_owned(), json!({"name": "shelves/s1"})),
-                ("message".to_owned(), json!({"name": "shelves/s1", "index": 1})),
+                (
+                    "message".to_owned(),
+                    json!({"name": "shelves/s1", "index": 1})
+                ),
                 (
                     "error".to_owned(),
                     json!({"error": {"code": 14, "message": "watch failed", "details": []}})
@@ -576,7 +653,15 @@ async fn rpc_content_types_win_over_rest_rules() {
         let v = a.ok("connect json");
         assert_eq!(v["name"], "shelves/c");
         // And REST with the same JSON content type works on REST paths.
-        let a = curl(proxy.addr, http, "POST", "/v1/shelves/s1/books", &[], Some("{}")).await;
+        let a = curl(
+            proxy.addr,
+            http,
+            "POST",
+            "/v1/shelves/s1/books",
+            &[],
+            Some("{}"),
+        )
+        .await;
         assert_eq!(a.ok("rest post")["name"], "shelves/s1/books/");
     }
 }
@@ -616,7 +701,12 @@ async fn preflights_allow_rest_verbs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_can_be_turned_off_per_upstream_and_route() {
     let (backend, _reflection) = spawn_backend_with_reflection(ReflectionVersion::V1).await;
-    let off = spawn_proxy_yaml(&support::one_upstream_yaml(&backend.url, &["rest: false"], &[])).await;
+    let off = spawn_proxy_yaml(&support::one_upstream_yaml(
+        &backend.url,
+        &["rest: false"],
+        &[],
+    ))
+    .await;
     let a = get(off.addr, Http::H1, "/v1/shelves/s1").await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     // Connect JSON still transcodes with the reflected schema.
@@ -664,7 +754,8 @@ async fn routes_see_the_method_of_a_rest_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_in_quick_mode() {
-    let (backend, _reflection) = spawn_backend_with_reflection(ReflectionVersion::V1AlphaOnly).await;
+    let (backend, _reflection) =
+        spawn_backend_with_reflection(ReflectionVersion::V1AlphaOnly).await;
     let proxy = spawn_proxy(&backend.url).await;
     for http in HTTP_VERSIONS {
         let a = get(proxy.addr, http, "/openapi.json").await;
@@ -757,14 +848,19 @@ async fn proto_calls_never_wait_for_a_schema() {
         // Connect proto, unary.
         let req = Request::post(support::LOOKUP)
             .header("content-type", "application/proto")
-            .body(full(prost::Message::encode_to_vec(&support::pb::EchoRequest {
-                message: "p".into(),
-                ..Default::default()
-            })))
+            .body(full(prost::Message::encode_to_vec(
+                &support::pb::EchoRequest {
+                    message: "p".into(),
+                    ..Default::default()
+                },
+            )))
             .unwrap();
         let a = send(proxy.addr, http, req).await;
         assert_eq!(a.status, StatusCode::OK);
-        assert!(started.elapsed() < Duration::from_secs(2), "{http:?} waited");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{http:?} waited"
+        );
     }
     assert!(!waiting.is_finished());
     waiting.abort();

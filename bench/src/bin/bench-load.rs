@@ -150,7 +150,7 @@ struct Call {
 impl Call {
     fn request(&self) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(self.prepared.body.clone()));
-        *req.method_mut() = Method::POST;
+        *req.method_mut() = self.prepared.method.clone();
         *req.headers_mut() = self.prepared.headers.clone();
         if self.http1 {
             *req.uri_mut() = self.prepared.path.parse().unwrap_or_default();

@@ -39,7 +39,9 @@ pub(crate) fn request(
     let mut message = match &binding.body {
         Body::None => DynamicMessage::new(input.clone()),
         Body::All | Body::Field(_) if empty => DynamicMessage::new(input.clone()),
-        Body::All => json::parse_message(input, body, ignore_unknown_fields, Code::InvalidArgument)?,
+        Body::All => {
+            json::parse_message(input, body, ignore_unknown_fields, Code::InvalidArgument)?
+        }
         Body::Field(field) => {
             // The body is the field's value: parsed as `{"<field>": <body>}`, so every kind of
             // field (messages, lists, maps, well-known types) reads the same way.
@@ -49,7 +51,12 @@ pub(crate) fn request(
             wrapped.extend_from_slice(b"\":");
             wrapped.extend_from_slice(body);
             wrapped.extend_from_slice(b"}");
-            json::parse_message(input, &wrapped, ignore_unknown_fields, Code::InvalidArgument)?
+            json::parse_message(
+                input,
+                &wrapped,
+                ignore_unknown_fields,
+                Code::InvalidArgument,
+            )?
         }
     };
     for (variable, fields) in binding.template.variables.iter().zip(&binding.variables) {
@@ -208,7 +215,9 @@ fn parse_value(kind: &Kind, text: &str) -> Result<Value, String> {
     let bad = |what: &str| format!("{text:?} is not {what}");
     Ok(match kind {
         Kind::String => Value::String(text.to_owned()),
-        Kind::Bytes => Value::Bytes(Bytes::from(decode_base64(text).ok_or_else(|| bad("base64"))?)),
+        Kind::Bytes => Value::Bytes(Bytes::from(
+            decode_base64(text).ok_or_else(|| bad("base64"))?,
+        )),
         Kind::Bool => match text.to_ascii_lowercase().as_str() {
             "true" | "1" => Value::Bool(true),
             "false" | "0" => Value::Bool(false),
@@ -220,12 +229,14 @@ fn parse_value(kind: &Kind, text: &str) -> Result<Value, String> {
         Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
             Value::I64(text.parse().map_err(|_| bad("a 64-bit integer"))?)
         }
-        Kind::Uint32 | Kind::Fixed32 => {
-            Value::U32(text.parse().map_err(|_| bad("an unsigned 32-bit integer"))?)
-        }
-        Kind::Uint64 | Kind::Fixed64 => {
-            Value::U64(text.parse().map_err(|_| bad("an unsigned 64-bit integer"))?)
-        }
+        Kind::Uint32 | Kind::Fixed32 => Value::U32(
+            text.parse()
+                .map_err(|_| bad("an unsigned 32-bit integer"))?,
+        ),
+        Kind::Uint64 | Kind::Fixed64 => Value::U64(
+            text.parse()
+                .map_err(|_| bad("an unsigned 64-bit integer"))?,
+        ),
         Kind::Float => Value::F32(parse_float(text).ok_or_else(|| bad("a number"))? as f32),
         Kind::Double => Value::F64(parse_float(text).ok_or_else(|| bad("a number"))?),
         Kind::Enum(e) => {

@@ -121,7 +121,10 @@ pub(crate) struct Binding {
 
 impl Router {
     /// Compiles the rules of every method of a schema.
-    pub(crate) fn from_methods(pool: &DescriptorPool, methods: &HashMap<Box<str>, Method>) -> Router {
+    pub(crate) fn from_methods(
+        pool: &DescriptorPool,
+        methods: &HashMap<Box<str>, Method>,
+    ) -> Router {
         Router::new(rules::bindings(pool, methods))
     }
 }

@@ -27,15 +27,21 @@ pub(crate) fn document(schema: &Schema) -> Bytes {
             // OpenAPI has no "any method": listed as GET.
             Verb::Any => "get".to_owned(),
         };
-        if !["get", "put", "post", "delete", "patch", "head", "options", "trace"]
-            .contains(&verb.as_str())
+        if ![
+            "get", "put", "post", "delete", "patch", "head", "options", "trace",
+        ]
+        .contains(&verb.as_str())
         {
             // Custom methods (e.g. SEARCH) cannot be described in OpenAPI 3.0.
             continue;
         }
         let path = binding.template.to_string();
         let operation = rest_operation(binding, &mut refs);
-        paths.entry(path).or_default().entry(verb).or_insert(operation);
+        paths
+            .entry(path)
+            .or_default()
+            .entry(verb)
+            .or_insert(operation);
     }
     let mut methods: Vec<&Method> = schema.methods().collect();
     methods.sort_by(|a, b| a.path().cmp(b.path()));
@@ -229,7 +235,8 @@ fn query_parameters(
                 }
             }
             _ => {
-                let mut param = json!({"name": name, "in": "query", "schema": field_schema(&field, refs)});
+                let mut param =
+                    json!({"name": name, "in": "query", "schema": field_schema(&field, refs)});
                 if field.is_list() {
                     param["style"] = Value::from("form");
                     param["explode"] = Value::from(true);
@@ -358,7 +365,9 @@ fn kind_schema(kind: &Kind, refs: &mut BTreeSet<String>) -> Value {
     match kind {
         Kind::Double => json!({"type": "number", "format": "double"}),
         Kind::Float => json!({"type": "number", "format": "float"}),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({"type": "integer", "format": "int32"}),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            json!({"type": "integer", "format": "int32"})
+        }
         Kind::Uint32 | Kind::Fixed32 => json!({"type": "integer", "format": "int64", "minimum": 0}),
         Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => json!({"type": "string", "format": "int64"}),
         Kind::Uint64 | Kind::Fixed64 => json!({"type": "string", "format": "uint64"}),
@@ -405,7 +414,9 @@ fn well_known(name: &str) -> Option<Value> {
         }
         "google.protobuf.BoolValue" => json!({"type": "boolean", "nullable": true}),
         "google.protobuf.StringValue" => json!({"type": "string", "nullable": true}),
-        "google.protobuf.BytesValue" => json!({"type": "string", "format": "byte", "nullable": true}),
+        "google.protobuf.BytesValue" => {
+            json!({"type": "string", "format": "byte", "nullable": true})
+        }
         _ => return None,
     })
 }

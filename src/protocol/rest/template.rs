@@ -125,7 +125,11 @@ pub(crate) fn parse(text: &str) -> Result<Template, String> {
                     }
                 }
                 let end = template.segments.len();
-                if template.variables.iter().any(|v| v.field_path == field_path) {
+                if template
+                    .variables
+                    .iter()
+                    .any(|v| v.field_path == field_path)
+                {
                     return Err(format!(
                         "path template {text:?}: field {field:?} appears twice"
                     ));
@@ -226,7 +230,13 @@ mod tests {
         let t = parse("/v1/{name=shelves/*/books/*}:move").unwrap();
         assert_eq!(
             t.segments,
-            vec![lit("v1"), lit("shelves"), Segment::Any, lit("books"), Segment::Any]
+            vec![
+                lit("v1"),
+                lit("shelves"),
+                Segment::Any,
+                lit("books"),
+                Segment::Any
+            ]
         );
         assert_eq!(t.verb.as_deref(), Some("move"));
         assert_eq!(

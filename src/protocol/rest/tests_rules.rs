@@ -31,12 +31,7 @@ fn call(s: &Schema, method: Http, path_and_query: &str, body: &str) -> (String, 
     let proto = message::request(&binding, &segments, query, body.as_bytes(), false)
         .unwrap_or_else(|e| panic!("{method} {path_and_query}: {e:?}"));
     let json = binding.method.request_to_json(&proto).unwrap();
-    let name = binding
-        .method
-        .path()
-        .strip_prefix(SVC)
-        .unwrap()
-        .to_owned();
+    let name = binding.method.path().strip_prefix(SVC).unwrap().to_owned();
     (name, serde_json::from_slice(&json).unwrap())
 }
 
@@ -156,7 +151,10 @@ fn query_parameters_of_every_kind() {
     );
     // Without a parent in the path, it may come from the query.
     let (_, req) = call(&s, Http::GET, "/v1/books?parent=shelves/x&format=2", "");
-    assert_eq!(req, json!({"parent": "shelves/x", "format": "FORMAT_EBOOK"}));
+    assert_eq!(
+        req,
+        json!({"parent": "shelves/x", "format": "FORMAT_EBOOK"})
+    );
     // URL-safe base64, unpadded.
     let (_, req) = call(&s, Http::GET, "/v1/books?cursor=-_8", "");
     assert_eq!(req, json!({"cursor": "+/8="}));
@@ -211,7 +209,12 @@ fn bodies_as_a_field_or_the_whole_message() {
         })
     );
     // Proto field names are accepted too.
-    let (_, req) = call(&s, Http::POST, "/v1/shelves/1/books", r#"{"author_name":"A"}"#);
+    let (_, req) = call(
+        &s,
+        Http::POST,
+        "/v1/shelves/1/books",
+        r#"{"author_name":"A"}"#,
+    );
     assert_eq!(req["book"], json!({"writer": "A"}));
     // A nested path variable inside the body field: the path wins.
     let (m, req) = call(
@@ -226,15 +229,28 @@ fn bodies_as_a_field_or_the_whole_message() {
         json!({"book": {"name": "shelves/1/books/2", "title": "New"}, "updateMask": "title"})
     );
     // body "*": the whole message, the path on top.
-    let (m, req) = call(&s, Http::PUT, "/v1/shelves/1/books/2", r#"{"title":"T","format":"FORMAT_PAPER"}"#);
+    let (m, req) = call(
+        &s,
+        Http::PUT,
+        "/v1/shelves/1/books/2",
+        r#"{"title":"T","format":"FORMAT_PAPER"}"#,
+    );
     assert_eq!(m, "ReplaceBook");
     assert_eq!(
         req,
         json!({"name": "shelves/1/books/2", "title": "T", "format": "FORMAT_PAPER"})
     );
-    let (m, req) = call(&s, Http::POST, "/v1/shelves/1/books/2:move", r#"{"destination":"shelves/9"}"#);
+    let (m, req) = call(
+        &s,
+        Http::POST,
+        "/v1/shelves/1/books/2:move",
+        r#"{"destination":"shelves/9"}"#,
+    );
     assert_eq!(m, "MoveBook");
-    assert_eq!(req, json!({"name": "shelves/1/books/2", "destination": "shelves/9"}));
+    assert_eq!(
+        req,
+        json!({"name": "shelves/1/books/2", "destination": "shelves/9"})
+    );
     // An empty body is an empty message.
     let (_, req) = call(&s, Http::POST, "/v1/shelves/1/books/2:move", "");
     assert_eq!(req, json!({"name": "shelves/1/books/2"}));
@@ -268,8 +284,13 @@ fn response_bodies() {
     assert_eq!(&out[..], br#"["a","b\""]"#);
     // Unset: the field's default.
     let mut out = Vec::new();
-    message::response_json(output, b.response_body.as_ref(), bytes::Bytes::new(), &mut out)
-        .unwrap();
+    message::response_json(
+        output,
+        b.response_body.as_ref(),
+        bytes::Bytes::new(),
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(&out[..], b"[]");
     let mut out = Vec::new();
     let e = message::response_json(output, None, bytes::Bytes::from_static(&[0xff]), &mut out)
@@ -302,9 +323,11 @@ fn openapi_document_lists_rest_paths_and_connect_endpoints() {
         patch["requestBody"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/switchboard.testing.v1.Book"
     );
-    assert!(paths["/v1/{name}:watch"]["get"]["responses"]["200"]["content"]
-        .get("application/x-ndjson")
-        .is_some());
+    assert!(
+        paths["/v1/{name}:watch"]["get"]["responses"]["200"]["content"]
+            .get("application/x-ndjson")
+            .is_some()
+    );
     assert!(paths["/v1/files/{path}"]["get"].is_object());
     assert!(paths["/switchboard.testing.v1.LibraryService/Ping"]["post"].is_object());
     assert!(paths["/switchboard.testing.v1.TestService/Unary"]["post"].is_object());

@@ -169,6 +169,17 @@ pub(crate) async fn serve(listener: TcpListener) {
     accept_loop(listener, None, Arc::default()).await;
 }
 
+/// [`serve`] with gRPC server reflection (v1) too.
+pub(crate) async fn serve_with_reflection(listener: TcpListener) {
+    let reflection = Arc::new(Reflection {
+        calls: Counter::default(),
+        paths: Mutex::new(Vec::new()),
+        enabled: std::sync::atomic::AtomicBool::new(true),
+        hang: std::sync::atomic::AtomicBool::new(false),
+    });
+    reflecting_accept_loop(listener, Arc::default(), reflection, ReflectionVersion::V1).await;
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,

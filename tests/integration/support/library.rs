@@ -132,7 +132,9 @@ impl LibraryService for Library {
         let mut book = req.book.unwrap_or_default();
         book.note = format!(
             "update_mask={}",
-            req.update_mask.map(|m| m.paths.join(",")).unwrap_or_default()
+            req.update_mask
+                .map(|m| m.paths.join(","))
+                .unwrap_or_default()
         );
         Ok(Response::new(book))
     }

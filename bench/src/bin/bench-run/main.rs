@@ -185,6 +185,15 @@ pub const VARIANTS: &[Variant] = &[
         false,
     ),
     v(
+        "sb-rest-h1",
+        "Switchboard, REST GET (google.api.http), HTTP/1.1",
+        Server::Switchboard,
+        "rest",
+        true,
+        true,
+        false,
+    ),
+    v(
         "sb-connect-proto-h2",
         "Switchboard, Connect proto, HTTP/2",
         Server::Switchboard,
@@ -525,7 +534,7 @@ impl Env {
             ),
             Server::Switchboard => {
                 let descriptors = self.work.join("testing.binpb");
-                std::fs::write(&descriptors, switchboard_bench::DESCRIPTOR_SET)
+                std::fs::write(&descriptors, switchboard_bench::REST_DESCRIPTOR_SET)
                     .map_err(|e| e.to_string())?;
                 let config = self.work.join(format!("switchboard-{port}.yaml"));
                 let yaml = switchboard_config(port, backend.port, &descriptors);
