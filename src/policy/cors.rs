@@ -216,6 +216,24 @@ mod tests {
     }
 
     #[test]
+    fn rest_verbs_only_when_rest_is_served() {
+        let mut req = preflight_req("https://x.example");
+        req.headers_mut().insert(
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("PATCH"),
+        );
+        let rpc_only = policy(AllowOrigins::Any, false);
+        assert_eq!(rpc_only.preflight(&req).status(), StatusCode::FORBIDDEN);
+        let rest = policy(AllowOrigins::Any, false).with_rest(true);
+        let res = rest.preflight(&req);
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            res.headers()["access-control-allow-methods"],
+            "POST, GET, PUT, PATCH, DELETE"
+        );
+    }
+
+    #[test]
     fn wildcard_and_credentials() {
         let p = policy(AllowOrigins::Any, false);
         let res = p.preflight(&preflight_req("https://x.example"));

@@ -13,3 +13,4 @@ mod interop;
 mod json;
 mod matrix;
 mod rest;
+mod rest_setup;

@@ -1,12 +1,10 @@
 //! REST from `google.api.http` rules, curl-style over HTTP/1.1 and HTTP/2: the proxy in quick
 //! mode (no schema flags) in front of backends serving the annotated LibraryService with
-//! server reflection (tonic in-process; grpcio as a child process, v1alpha only). Also:
-//! schemas by default for Connect JSON, errors and streams in their REST shapes, deadlines,
-//! which protocol wins a path, CORS, `rest: false`, and the OpenAPI document.
+//! server reflection (tonic in-process; grpcio as a child process, v1alpha only): every rule
+//! feature, errors and streams in their REST shapes, deadlines. `rest_setup` has the rest.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,24 +15,22 @@ use serde_json::{json, Value};
 use crate::support::backend::{spawn_backend_with_reflection, ReflectionVersion};
 use crate::support::client::{empty, full, ReqBody};
 use crate::support::library::UNLISTED_DETAIL;
-use crate::support::{
-    self, guard, spawn_backend, spawn_proxy, spawn_proxy_yaml, Client, Http, HTTP_VERSIONS,
-};
+use crate::support::{self, guard, spawn_proxy, spawn_proxy_yaml, Client, Http, HTTP_VERSIONS};
 
 /// A finished REST exchange.
 #[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(|v| v.to_str().unwrap())
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "not JSON ({e}): {} {:?}",
@@ -45,7 +41,7 @@ impl Answer {
     }
 
     /// 200 with a JSON body.
-    fn ok(&self, case: &str) -> Value {
+    pub(crate) fn ok(&self, case: &str) -> Value {
         assert_eq!(
             self.status,
             StatusCode::OK,
@@ -61,7 +57,7 @@ impl Answer {
     }
 
     /// An error with this HTTP status and gRPC code, in REST's shape.
-    fn error(&self, http: u16, code: i64, case: &str) -> Value {
+    pub(crate) fn error(&self, http: u16, code: i64, case: &str) -> Value {
         assert_eq!(
             self.status.as_u16(),
             http,
@@ -81,7 +77,7 @@ impl Answer {
     }
 }
 
-async fn send(addr: SocketAddr, http: Http, req: Request<ReqBody>) -> Answer {
+pub(crate) async fn send(addr: SocketAddr, http: Http, req: Request<ReqBody>) -> Answer {
     let mut client = Client::connect(addr, http).await;
     let reply = client.send(req).await;
     let status = reply.status;
@@ -95,7 +91,7 @@ async fn send(addr: SocketAddr, http: Http, req: Request<ReqBody>) -> Answer {
 }
 
 /// `curl -X METHOD [-H …] [-d BODY] URL`.
-async fn curl(
+pub(crate) async fn curl(
     addr: SocketAddr,
     http: Http,
     method: &str,
@@ -119,7 +115,7 @@ async fn curl(
     send(addr, http, req).await
 }
 
-async fn get(addr: SocketAddr, http: Http, path: &str) -> Answer {
+pub(crate) async fn get(addr: SocketAddr, http: Http, path: &str) -> Answer {
     curl(addr, http, "GET", path, &[], None).await
 }
 
@@ -613,255 +609,4 @@ async fn deadlines_from_headers_capped_by_the_route() {
         .await;
         a.error(400, 3, "bad connect-timeout-ms");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rpc_content_types_win_over_rest_rules() {
-    let (backend, _reflection) = spawn_backend_with_reflection(ReflectionVersion::V1).await;
-    let proxy = spawn_proxy(&backend.url).await;
-    // Warm the schema so REST could claim the path.
-    get(proxy.addr, Http::H1, "/v1/shelves/s1").await.ok("warm");
-    for http in HTTP_VERSIONS {
-        // gRPC-Web on a REST path: a gRPC-Web call to a method nobody serves.
-        let req = support::web_request("/v1/shelves/s1/books", support::GRPC_WEB, &[]);
-        let mut client = Client::connect(proxy.addr, http).await;
-        let reply = client.send(req).await.web().await;
-        assert_eq!(reply.http_status, StatusCode::OK);
-        assert_eq!(reply.code(), tonic::Code::Unimplemented, "{http:?}");
-        // Connect (with its version header) on a REST path: a Connect call, not REST.
-        let a = curl(
-            proxy.addr,
-            http,
-            "POST",
-            "/v1/shelves/s1/books",
-            &[("connect-protocol-version", "1")],
-            Some("{}"),
-        )
-        .await;
-        assert_ne!(a.status, StatusCode::OK, "{http:?}");
-        assert_eq!(a.json()["code"], "unimplemented", "{:?}", a.body);
-        // Connect JSON without the header, to a method path, stays Connect.
-        let a = curl(
-            proxy.addr,
-            http,
-            "POST",
-            "/switchboard.testing.v1.LibraryService/GetShelf",
-            &[],
-            Some(r#"{"name":"shelves/c"}"#),
-        )
-        .await;
-        let v = a.ok("connect json");
-        assert_eq!(v["name"], "shelves/c");
-        // And REST with the same JSON content type works on REST paths.
-        let a = curl(
-            proxy.addr,
-            http,
-            "POST",
-            "/v1/shelves/s1/books",
-            &[],
-            Some("{}"),
-        )
-        .await;
-        assert_eq!(a.ok("rest post")["name"], "shelves/s1/books/");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn preflights_allow_rest_verbs() {
-    let (backend, _reflection) = spawn_backend_with_reflection(ReflectionVersion::V1).await;
-    let proxy = spawn_proxy(&backend.url).await;
-    for verb in ["PUT", "PATCH", "DELETE", "GET", "POST"] {
-        let req = Request::builder()
-            .method("OPTIONS")
-            .uri("/v1/shelves/s1/books/b1")
-            .header("origin", "https://app.example")
-            .header("access-control-request-method", verb)
-            .header("access-control-request-headers", "content-type")
-            .body(empty())
-            .unwrap();
-        let a = send(proxy.addr, Http::H1, req).await;
-        assert_eq!(a.status, StatusCode::NO_CONTENT, "{verb}");
-        let allowed = a.header("access-control-allow-methods").unwrap();
-        assert!(allowed.split(", ").any(|m| m == verb), "{verb}: {allowed}");
-    }
-    // Actual responses carry CORS headers too.
-    let a = curl(
-        proxy.addr,
-        Http::H1,
-        "DELETE",
-        "/v1/shelves/s1/books/b1",
-        &[("origin", "https://app.example")],
-        None,
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.header("access-control-allow-origin"), Some("*"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rest_can_be_turned_off_per_upstream_and_route() {
-    let (backend, _reflection) = spawn_backend_with_reflection(ReflectionVersion::V1).await;
-    let off = spawn_proxy_yaml(&support::one_upstream_yaml(
-        &backend.url,
-        &["rest: false"],
-        &[],
-    ))
-    .await;
-    let a = get(off.addr, Http::H1, "/v1/shelves/s1").await;
-    assert_eq!(a.status, StatusCode::NOT_FOUND);
-    // Connect JSON still transcodes with the reflected schema.
-    let a = curl(
-        off.addr,
-        Http::H1,
-        "POST",
-        "/switchboard.testing.v1.LibraryService/GetShelf",
-        &[],
-        Some(r#"{"name":"shelves/c"}"#),
-    )
-    .await;
-    assert_eq!(a.ok("connect json")["name"], "shelves/c");
-
-    // Per route: GetShelf off, the rest of the service on.
-    let yaml = format!(
-        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  - name: backend\n    endpoints: [\"{}\"]\nroutes:\n  - match: {{ method: /switchboard.testing.v1.LibraryService/GetShelf }}\n    upstream: backend\n    rest: false\n  - match: {{ prefix: / }}\n    upstream: backend\n",
-        backend.url
-    );
-    let proxy = spawn_proxy_yaml(&yaml).await;
-    let a = get(proxy.addr, Http::H2, "/v1/shelves/s1").await;
-    assert_eq!(a.status, StatusCode::NOT_FOUND);
-    let a = get(proxy.addr, Http::H2, "/v1/authors/a1").await;
-    assert_eq!(a.ok("route allows REST")["authorId"], "a1");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routes_see_the_method_of_a_rest_call() {
-    let (backend, _reflection) = spawn_backend_with_reflection(ReflectionVersion::V1).await;
-    // Only GetAuthor is routed (with a timeout of its own); other methods have no route.
-    let yaml = format!(
-        "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  - name: backend\n    endpoints: [\"{}\"]\nroutes:\n  - match: {{ method: /switchboard.testing.v1.LibraryService/GetAuthor }}\n    upstream: backend\n    timeout: 1s\n",
-        backend.url
-    );
-    let proxy = spawn_proxy_yaml(&yaml).await;
-    let a = get(proxy.addr, Http::H1, "/v1/authors/a1").await;
-    assert_eq!(a.ok("routed")["authorId"], "a1");
-    let headers = backend.state.last_headers();
-    let t = headers["grpc-timeout"].to_str().unwrap();
-    assert!(t.ends_with('m') || t.ends_with('u'), "{t}");
-    // A rule whose method no route serves is not served.
-    let a = get(proxy.addr, Http::H1, "/v1/shelves/s1").await;
-    assert_eq!(a.status, StatusCode::NOT_FOUND);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openapi_document_in_quick_mode() {
-    let (backend, _reflection) =
-        spawn_backend_with_reflection(ReflectionVersion::V1AlphaOnly).await;
-    let proxy = spawn_proxy(&backend.url).await;
-    for http in HTTP_VERSIONS {
-        let a = get(proxy.addr, http, "/openapi.json").await;
-        let doc = a.ok("openapi");
-        assert_eq!(doc["openapi"], "3.0.3");
-        let paths = doc["paths"].as_object().unwrap();
-        assert!(paths["/v1/{name}"]["get"].is_object());
-        assert!(paths["/v1/{parent}/books"]["post"]["requestBody"].is_object());
-        assert!(paths["/switchboard.testing.v1.LibraryService/Ping"]["post"].is_object());
-        assert!(paths["/switchboard.testing.v1.TestService/Unary"]["post"].is_object());
-    }
-    // Without reflection there is no document, and the reason is given.
-    let plain = spawn_backend().await;
-    let proxy = spawn_proxy(&plain.url).await;
-    let a = get(proxy.addr, Http::H1, "/openapi.json").await;
-    let v = a.error(503, 14, "no schema");
-    assert!(v["message"].as_str().unwrap().contains("reflection"), "{v}");
-}
-
-/// Quick mode against a backend with reflection: Connect JSON transcodes with no flags.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_json_uses_reflection_by_default() {
-    let (backend, reflection) = spawn_backend_with_reflection(ReflectionVersion::V1AlphaOnly).await;
-    let proxy = spawn_proxy(&backend.url).await;
-    for http in HTTP_VERSIONS {
-        let a = curl(
-            proxy.addr,
-            http,
-            "POST",
-            support::UNARY,
-            &[("connect-protocol-version", "1")],
-            Some(r#"{"message":"hi","responseSize":3}"#),
-        )
-        .await;
-        let v = a.ok("connect json");
-        assert_eq!(v, json!({"message": "hi", "payload": "eHh4"}));
-    }
-    assert!(reflection.calls.get() > 0);
-    assert_eq!(backend.state.calls.get(), 2);
-}
-
-/// A backend without reflection: JSON passes through after one attempt (not one per call),
-/// and REST finds no rules.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_reflection_json_passes_through() {
-    let (backend, reflection) = spawn_backend_with_reflection(ReflectionVersion::V1).await;
-    reflection.set_enabled(false);
-    let proxy = spawn_proxy(&backend.url).await;
-    for _ in 0..3 {
-        let a = curl(
-            proxy.addr,
-            Http::H1,
-            "POST",
-            support::UNARY,
-            &[("connect-protocol-version", "1")],
-            Some(r#"{"message":"hi"}"#),
-        )
-        .await;
-        // Passed through as application/grpc+json, which the proto-only backend cannot read.
-        assert_ne!(a.status, StatusCode::OK);
-        let headers = backend.state.last_headers();
-        assert_eq!(headers["content-type"], "application/grpc+json");
-        let a = get(proxy.addr, Http::H1, "/v1/shelves/s1").await;
-        assert_eq!(a.status, StatusCode::NOT_FOUND);
-    }
-    // v1 then v1alpha, once.
-    assert_eq!(reflection.calls.get(), 2, "{:?}", reflection.paths());
-}
-
-/// Calls that need no schema never wait for one, even while a fetch hangs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proto_calls_never_wait_for_a_schema() {
-    let (backend, reflection) = spawn_backend_with_reflection(ReflectionVersion::V1).await;
-    reflection.hang.store(true, Ordering::SeqCst);
-    let proxy = spawn_proxy(&backend.url).await;
-    // A REST request starts a fetch, which hangs.
-    let addr = proxy.addr;
-    let waiting = tokio::spawn(async move { get(addr, Http::H1, "/v1/shelves/s1").await });
-    guard("the fetch starts", reflection.calls.until(1)).await;
-    for http in HTTP_VERSIONS {
-        let started = Instant::now();
-        let frame = support::frame(&support::pb::EchoRequest {
-            message: "quick".into(),
-            ..Default::default()
-        });
-        let req = support::web_request(support::UNARY, support::GRPC_WEB, &frame);
-        let mut client = Client::connect(proxy.addr, http).await;
-        let reply = client.send(req).await.web().await;
-        reply.assert_ok();
-        // Connect proto, unary.
-        let req = Request::post(support::LOOKUP)
-            .header("content-type", "application/proto")
-            .body(full(prost::Message::encode_to_vec(
-                &support::pb::EchoRequest {
-                    message: "p".into(),
-                    ..Default::default()
-                },
-            )))
-            .unwrap();
-        let a = send(proxy.addr, http, req).await;
-        assert_eq!(a.status, StatusCode::OK);
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{http:?} waited"
-        );
-    }
-    assert!(!waiting.is_finished());
-    waiting.abort();
 }
