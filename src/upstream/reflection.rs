@@ -806,13 +806,20 @@ mod tests {
             "{e}"
         );
 
-        // A missing import that is not bundled surfaces when the schema is built.
+        // A missing import that is not bundled and whose types are not used (as with files
+        // imported for their options) gets a stand-in: the schema still builds.
         let mut fake = Fake::new(false);
         fake.files.remove("c.proto");
         let files = block_on(resolve(&mut fake)).unwrap();
         assert_eq!(fake.rounds.len(), 3, "c.proto is asked for once");
+        let schema = Schema::from_encoded_files(files).unwrap();
+        assert!(schema.method("/pkg.S/M").is_some());
+        // One whose types are used fails, naming it.
+        let mut fake = Fake::new(false);
+        fake.files.remove("b.proto");
+        let files = block_on(resolve(&mut fake)).unwrap();
         let e = Schema::from_encoded_files(files).unwrap_err();
-        assert!(e.contains("c.proto"), "{e}");
+        assert!(e.contains("b.proto") && e.contains("a.proto"), "{e}");
 
         // Undecodable descriptors fail the fetch.
         let mut files = Files::default();

@@ -56,9 +56,12 @@ pub(crate) fn split_set(bytes: &[u8]) -> Result<Vec<EncodedFile>, String> {
     set.file.into_iter().map(EncodedFile::decode).collect()
 }
 
-/// Builds a pool of `files` (first copy of a name wins) plus the bundled files they import;
-/// any other missing import is an error. Every bundled file that does not clash with the
-/// given ones is added too, so `Any` fields and error details of those types can be shown.
+/// Builds a pool of `files` (first copy of a name wins) plus the bundled files they import.
+/// An import nobody provides gets an empty stand-in, so files that import it only for its
+/// options (`google/api/field_behavior.proto`, `validate/validate.proto`, …) still load; using
+/// one of its types is still an error, which names the missing files. Every bundled file that
+/// does not clash with the given ones is added too, so `Any` fields and error details of those
+/// types can be shown.
 pub(crate) fn build_pool(files: Vec<EncodedFile>) -> Result<DescriptorPool, String> {
     let mut names: HashSet<String> = HashSet::with_capacity(files.len());
     let mut all = Vec::with_capacity(files.len());
@@ -81,17 +84,32 @@ pub(crate) fn build_pool(files: Vec<EncodedFile>) -> Result<DescriptorPool, Stri
                     names.insert(dep);
                     all.push(f.clone());
                 }
-                None => missing.push(format!("{dep:?} (imported by {:?})", all[i].name)),
+                None => missing.push((dep, all[i].name.clone())),
             }
         }
         i += 1;
     }
-    if !missing.is_empty() {
-        return Err(format!("missing proto files: {}", missing.join(", ")));
+    for (name, _) in &missing {
+        if names.insert(name.clone()) {
+            all.push(stand_in(name));
+        }
     }
     let mut pool = DescriptorPool::new();
+    let described: Vec<String> = missing
+        .iter()
+        .map(|(name, by)| format!("{name:?} (imported by {by:?})"))
+        .collect();
     pool.decode_file_descriptor_set(encode_set(&all))
-        .map_err(|e| format!("invalid descriptors: {e}"))?;
+        .map_err(|e| match described.is_empty() {
+            true => format!("invalid descriptors: {e}"),
+            false => format!("missing proto files: {}: {e}", described.join(", ")),
+        })?;
+    if !described.is_empty() {
+        tracing::warn!(
+            missing = %described.join(", "),
+            "descriptors import files nobody provides; loaded without them"
+        );
+    }
     for file in bundled {
         if pool.get_file_by_name(&file.name).is_none() {
             // A file that defines a bundled type under another name keeps its definition.
@@ -99,6 +117,20 @@ pub(crate) fn build_pool(files: Vec<EncodedFile>) -> Result<DescriptorPool, Stri
         }
     }
     Ok(pool)
+}
+
+/// An empty file named `name`.
+fn stand_in(name: &str) -> EncodedFile {
+    let proto = prost_types::FileDescriptorProto {
+        name: Some(name.to_owned()),
+        syntax: Some("proto3".to_owned()),
+        ..Default::default()
+    };
+    EncodedFile {
+        name: name.to_owned(),
+        dependency: Vec::new(),
+        bytes: Bytes::from(proto.encode_to_vec()),
+    }
 }
 
 /// The encoding of a `FileDescriptorSet` of these files (field 1, repeated).
