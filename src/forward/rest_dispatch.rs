@@ -62,12 +62,17 @@ impl Proxy {
     /// upstream order; a match counts when the method it maps to is routed to that upstream
     /// and the route allows REST.
     async fn rest_lookup(&self, req: &Request<Incoming>) -> RestLookup {
-        let schemas = futures_util::future::join_all(
-            self.rest_upstreams
-                .iter()
-                .map(|&u| self.schemas[u].rest_schema(&self.upstreams[u])),
-        )
-        .await;
+        // Fetched side by side when several upstreams have none yet (usually: all cached).
+        let schemas = match self.rest_upstreams.as_slice() {
+            [u] => vec![self.schemas[*u].rest_schema(&self.upstreams[*u]).await],
+            many => {
+                futures_util::future::join_all(
+                    many.iter()
+                        .map(|&u| self.schemas[u].rest_schema(&self.upstreams[u])),
+                )
+                .await
+            }
+        };
         let mut allow = Vec::new();
         for (&u, schema) in self.rest_upstreams.iter().zip(schemas) {
             let Some(schema) = schema else {

@@ -43,9 +43,11 @@ pub enum Mode {
 impl Mode {
     /// Server-Sent Events when the caller's `accept` names `text/event-stream`.
     pub fn from_accept(accept: Option<&HeaderValue>) -> Mode {
-        let sse = accept
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.to_ascii_lowercase().contains(EVENT_STREAM));
+        let sse = accept.is_some_and(|v| {
+            v.as_bytes()
+                .windows(EVENT_STREAM.len())
+                .any(|w| w.eq_ignore_ascii_case(EVENT_STREAM.as_bytes()))
+        });
         if sse {
             Mode::EventStream
         } else {
