@@ -84,7 +84,7 @@ done
 need_apt python3 python3
 python3 -m pip --version >/dev/null 2>&1 || need_apt pip3 python3-pip
 PY_STAMP="$INTEROP/.cache/pip-requirements.sha256"
-PY_IMPORTS='import grpc, grpc_tools.protoc, grpc_status.rpc_status, google.rpc.error_details_pb2, grpc_health.v1.health'
+PY_IMPORTS='import grpc, grpc_tools.protoc, grpc_status.rpc_status, grpc_reflection.v1alpha.reflection, google.rpc.error_details_pb2, google.api.annotations_pb2, grpc_health.v1.health'
 py_want="$( (cat "$INTEROP/requirements.txt"; python3 -c 'import sys; print(sys.executable, sys.version)') | sha256sum | cut -d' ' -f1)"
 py_have="$(cat "$PY_STAMP" 2>/dev/null || true)"
 if [ "$py_want" != "$py_have" ] || ! python3 -c "$PY_IMPORTS" >/dev/null 2>&1; then

@@ -15,8 +15,6 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use bytes::BytesMut;
-
 use crate::observe::CallContext;
 use crate::protocol::compression::{self, Encoding};
 use crate::protocol::grpc::frame::{self, FrameDecoder, FrameError, FrameScanner, FLAG_COMPRESSED};
@@ -117,8 +115,10 @@ pub(crate) fn empty() -> BoxBody {
         .boxed_unsync()
 }
 
-/// Rewrites one message on its way through (JSON ⇄ protobuf transcoding).
-pub(crate) type Transform = Arc<dyn Fn(&[u8]) -> Result<Bytes, Status> + Send + Sync>;
+/// Rewrites one message on its way through (JSON ⇄ protobuf transcoding): the message in,
+/// its new form appended to the buffer (which already holds the frame header, so a large
+/// message is written once, straight into the frame that carries it on).
+pub(crate) type Transform = Arc<dyn Fn(Bytes, &mut Vec<u8>) -> Result<(), Status> + Send + Sync>;
 
 /// Where a request body that fails records why, so the response side reports that status
 /// instead of the upstream reset it causes.
@@ -161,20 +161,31 @@ impl Recode {
         on_error: fn(&FrameError) -> Status,
     ) -> Result<Bytes, Status> {
         self.decoder.push(data);
-        let mut out = BytesMut::new();
+        let mut out: Vec<u8> = Vec::new();
         while let Some(f) = self.decoder.next_frame().map_err(|e| on_error(&e))? {
-            let mut payload = if f.flags & FLAG_COMPRESSED != 0 {
+            let payload = if f.flags & FLAG_COMPRESSED != 0 {
                 compression::decompress(self.encoding, &f.payload, self.limit)?
             } else {
                 f.payload
             };
-            if let Some(t) = &self.transform {
-                payload = t(&payload)?;
+            let start = out.len();
+            match &self.transform {
+                Some(t) => {
+                    // Room for JSON of about twice the protobuf size (base64 is 4/3).
+                    out.reserve(frame::HEADER_LEN + payload.len().saturating_mul(2) + 64);
+                    out.extend_from_slice(&[0; frame::HEADER_LEN]);
+                    t(payload, &mut out)?;
+                }
+                None => {
+                    out.reserve(frame::HEADER_LEN + payload.len());
+                    out.extend_from_slice(&[0; frame::HEADER_LEN]);
+                    out.extend_from_slice(&payload);
+                }
             }
-            out.extend_from_slice(&frame::header(0, payload.len()));
-            out.extend_from_slice(&payload);
+            let len = out.len() - start - frame::HEADER_LEN;
+            out[start..start + frame::HEADER_LEN].copy_from_slice(&frame::header(0, len));
         }
-        Ok(out.freeze())
+        Ok(Bytes::from(out))
     }
 }
 

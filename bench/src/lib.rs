@@ -12,9 +12,14 @@ pub mod pb {
     tonic::include_proto!("switchboard.testing.v1");
 }
 
-/// The FileDescriptorSet of testing.proto, for Switchboard's JSON transcoding.
+/// The FileDescriptorSet of testing.proto.
 pub const DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/testing_descriptor.bin"));
+
+/// The FileDescriptorSet of testing.proto with the bench's `google.api.http` rules (see
+/// build.rs), for Switchboard's JSON transcoding and REST.
+pub const REST_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/testing_rest_descriptor.bin"));
 
 /// HTTP/2 settings every server and client of the harness uses: the same as Switchboard's, so
 /// flow control windows are never what a comparison measures.

@@ -22,6 +22,10 @@ pub enum Wire {
     ConnectProto,
     /// Connect with JSON (`application/json`, streams `application/connect+json`).
     ConnectJson,
+    /// REST from the `google.api.http` rules the bench adds to the test service: `GET
+    /// /v1/lookup/{message}?payload=…` (`Lookup`) and `GET /v1/stream/{message}?…`
+    /// (`ServerStream`, answered as NDJSON).
+    Rest,
 }
 
 impl Wire {
@@ -33,6 +37,7 @@ impl Wire {
             "grpc-web-text" => Wire::GrpcWebText,
             "connect-proto" => Wire::ConnectProto,
             "connect-json" => Wire::ConnectJson,
+            "rest" => Wire::Rest,
             _ => return None,
         })
     }
@@ -60,8 +65,10 @@ impl Rpc {
 /// One request, built once per run and cloned per call.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// The path.
-    pub path: &'static str,
+    /// The HTTP method.
+    pub method: http::Method,
+    /// The path (and query).
+    pub path: String,
     /// Request headers.
     pub headers: HeaderMap,
     /// The body.
@@ -148,12 +155,50 @@ pub fn prepare(wire: Wire, rpc: Rpc, msg: &EchoRequest) -> Prepared {
             h(&mut headers, "connect-protocol-version", "1");
             frame(0, &json_of(msg))
         }
+        (Wire::Rest, _) => {
+            return Prepared {
+                method: http::Method::GET,
+                path: rest_path(rpc, msg),
+                headers,
+                body: Bytes::new(),
+            };
+        }
     };
     Prepared {
-        path: rpc.path(),
+        method: http::Method::POST,
+        path: rpc.path().to_owned(),
         headers,
         body,
     }
+}
+
+/// The REST form of a call: the message in the path, the other fields in the query (bytes as
+/// URL-safe base64, so nothing needs percent-encoding).
+fn rest_path(rpc: Rpc, msg: &EchoRequest) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let base = match rpc {
+        Rpc::Unary => "/v1/lookup",
+        Rpc::ServerStream => "/v1/stream",
+    };
+    let mut query = Vec::new();
+    if !msg.payload.is_empty() {
+        query.push(format!("payload={}", URL_SAFE_NO_PAD.encode(&msg.payload)));
+    }
+    for (name, n) in [
+        ("responseSize", msg.response_size),
+        ("delayMs", msg.delay_ms),
+        ("count", msg.count),
+    ] {
+        if n > 0 {
+            query.push(format!("{name}={n}"));
+        }
+    }
+    let mut path = format!("{base}/{}", msg.message);
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
+    }
+    path
 }
 
 /// Splits a stream of bytes into frames (5-byte header + payload) without buffering data
@@ -283,6 +328,9 @@ pub struct Reader {
     body_len: u64,
     trailer_status: Option<String>,
     wire_bytes: u64,
+    /// REST streams: lines seen, and whether one was an error.
+    rest_lines: u64,
+    rest_error: bool,
 }
 
 impl Reader {
@@ -298,11 +346,14 @@ impl Reader {
             body_len: 0,
             trailer_status: None,
             wire_bytes: 0,
+            rest_lines: 0,
+            rest_error: false,
         }
     }
 
     fn framed(&self) -> bool {
         !(matches!(self.wire, Wire::ConnectProto | Wire::ConnectJson) && self.rpc == Rpc::Unary)
+            && self.wire != Wire::Rest
     }
 
     fn control_mask(&self) -> u8 {
@@ -310,6 +361,7 @@ impl Reader {
             Wire::Grpc => 0,
             Wire::GrpcWeb | Wire::GrpcWebText => 0x80,
             Wire::ConnectProto | Wire::ConnectJson => 0x02,
+            Wire::Rest => 0,
         }
     }
 
@@ -328,6 +380,18 @@ impl Reader {
     /// Feeds body bytes; returns the number of messages completed by them.
     pub fn data(&mut self, data: &[u8]) -> Result<u64, String> {
         self.wire_bytes += data.len() as u64;
+        if self.wire == Wire::Rest && self.rpc == Rpc::ServerStream {
+            // NDJSON: one message per line; the last line must not be an error.
+            self.body_len += data.len() as u64;
+            let lines = memchr::memchr_iter(b'\n', data).count() as u64;
+            self.rest_lines += lines;
+            if data.starts_with(b"{\"error\"")
+                || memchr::memmem::find(data, b"\n{\"error\"").is_some()
+            {
+                self.rest_error = true;
+            }
+            return Ok(lines);
+        }
         if !self.framed() {
             self.body_len += data.len() as u64;
             return Ok(0);
@@ -357,6 +421,9 @@ impl Reader {
 
     /// Messages received so far.
     pub fn messages(&self) -> u64 {
+        if self.wire == Wire::Rest && self.rpc == Rpc::ServerStream {
+            return self.rest_lines;
+        }
         if self.framed() {
             self.frames.messages
         } else {
@@ -369,11 +436,18 @@ impl Reader {
         if let Some(b64) = &self.text {
             b64.finish()?;
         }
+        if self.wire == Wire::Rest && self.rpc == Rpc::ServerStream {
+            return if self.rest_error {
+                Err("the stream ended with an error line".to_owned())
+            } else {
+                Ok(self.rest_lines)
+            };
+        }
         if !self.framed() {
             return if self.body_len > 0 {
                 Ok(1)
             } else {
-                Err("empty Connect unary response".to_owned())
+                Err("empty unary response".to_owned())
             };
         }
         if !self.frames.complete() {
@@ -395,6 +469,7 @@ impl Reader {
                         .then(|| v.trim().to_owned())
                 })
             }),
+            Wire::Rest => Some("0".to_owned()),
             Wire::ConnectProto | Wire::ConnectJson => {
                 self.frames.control.as_ref().map(|(_, end)| {
                     if String::from_utf8_lossy(end).contains("\"error\"") {

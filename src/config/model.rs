@@ -309,6 +309,14 @@ impl Upstream {
             dns_servers: Vec::new(),
         }
     }
+
+    /// Whether its schema's `google.api.http` rules are served: `rest`, a schema source, and
+    /// JSON that is transcoded (not passed through).
+    pub fn serves_rest(&self) -> bool {
+        self.rest
+            && !self.json.passthrough
+            && (self.json.descriptors.is_some() || self.json.reflection != Reflection::Off)
+    }
 }
 
 /// Load balancing.

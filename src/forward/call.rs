@@ -63,8 +63,8 @@ impl Reply {
         let ctx = self.ctx.clone();
         self.stream = self.stream.transforming(
             encoding,
-            Arc::new(move |msg: &[u8]| {
-                let json = m.response_to_json(msg);
+            Arc::new(move |msg: bytes::Bytes, out: &mut Vec<u8>| {
+                let json = m.response_json_into(msg, out);
                 if let (Err(_), Some(ctx)) = (&json, &ctx) {
                     ctx.set_transcoding_failed();
                 }

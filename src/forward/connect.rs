@@ -178,7 +178,7 @@ async fn unary(
 }
 
 /// A message as the chunks it arrived in.
-struct Chunks(Vec<Bytes>);
+pub(super) struct Chunks(Vec<Bytes>);
 
 impl Chunks {
     fn len(&self) -> usize {
@@ -186,7 +186,7 @@ impl Chunks {
     }
 
     /// The message in one buffer (copied only when it came in several chunks).
-    fn contiguous(self) -> Bytes {
+    pub(super) fn contiguous(self) -> Bytes {
         match <[Bytes; 1]>::try_from(self.0) {
             Ok([one]) => one,
             Err(chunks) => chunks.concat().into(),
@@ -199,7 +199,7 @@ async fn read_unary_message(
     call: &Call,
     mode: &mut Mode,
     parts: &http::request::Parts,
-    mut body: CallerBody,
+    body: CallerBody,
 ) -> Result<Chunks, Status> {
     connect::check_version(&parts.headers)?;
     if mode.kind == Kind::Get {
@@ -207,7 +207,18 @@ async fn read_unary_message(
         mode.codec = g.codec;
         return Ok(Chunks(vec![g.message]));
     }
-    let encoding_name = header_str(&parts.headers, header::CONTENT_ENCODING);
+    read_body(call, &parts.headers, body).await
+}
+
+/// A whole request body (a Connect unary message, a REST body): bounded by the call's message
+/// limit, with no gap longer than the body timeout, decompressed per `content-encoding`.
+/// Callers bound the whole read by the call's deadline.
+pub(super) async fn read_body(
+    call: &Call,
+    headers: &HeaderMap,
+    mut body: CallerBody,
+) -> Result<Chunks, Status> {
+    let encoding_name = header_str(headers, header::CONTENT_ENCODING);
     let encoding =
         Encoding::parse(encoding_name).ok_or_else(|| compression::unsupported(encoding_name))?;
     let mut chunks = Vec::new();
@@ -249,7 +260,7 @@ async fn read_unary_message(
 }
 
 /// Reads a reply to its end, keeping whole messages (each within the limit).
-async fn collect(mut stream: GrpcStream, limit: usize) -> (Vec<frame::Frame>, End) {
+pub(super) async fn collect(mut stream: GrpcStream, limit: usize) -> (Vec<frame::Frame>, End) {
     let mut decoder = FrameDecoder::new(limit);
     let mut frames = Vec::new();
     loop {
@@ -281,7 +292,7 @@ async fn collect(mut stream: GrpcStream, limit: usize) -> (Vec<frame::Frame>, En
 }
 
 /// The single response message of a successful unary call, decompressed.
-fn unary_payload(
+pub(super) fn unary_payload(
     mut frames: Vec<frame::Frame>,
     upstream_encoding: Option<&HeaderValue>,
     limit: usize,

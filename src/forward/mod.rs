@@ -5,6 +5,8 @@ mod call;
 mod connect;
 mod grpc;
 mod grpc_web;
+mod rest;
+mod rest_dispatch;
 mod websocket;
 
 use std::convert::Infallible;
@@ -74,6 +76,12 @@ pub(crate) struct Proxy {
     route_schemas: Vec<Option<Schema>>,
     /// The WebSocket transport's settings.
     websocket: crate::config::WebSocket,
+    /// Upstreams whose schemas' REST rules are served (`rest`, and a schema source).
+    rest_upstreams: Vec<usize>,
+    /// Each route's `rest` override.
+    route_rest: Vec<Option<bool>>,
+    /// `GET <path>` serves the OpenAPI document of that upstream.
+    openapi: Vec<(String, usize)>,
 }
 
 impl Proxy {
@@ -119,10 +127,26 @@ impl Proxy {
                     .map_err(|e| format!("routes[{i}].descriptors: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let rest_upstreams: Vec<usize> = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.serves_rest())
+            .map(|(i, _)| i)
+            .collect();
+        let openapi = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| u.openapi.clone().map(|p| (p, i)))
+            .collect();
         Ok(Proxy {
             limits: config.limits,
             schemas,
             route_schemas,
+            route_rest: config.routes.iter().map(|r| r.rest).collect(),
+            rest_upstreams,
+            openapi,
             routes: RouteTable::new(config),
             upstreams,
             cors: CorsPolicy::new(config),
@@ -216,9 +240,37 @@ impl Proxy {
 
     /// Classify, then the rest of the pipeline ([`Proxy::admit`]). A WebSocket upgrade is
     /// answered here and continues on its socket: its call's metadata arrives in the socket's
-    /// first message, and only then is it routed and admitted (see [`websocket`]).
+    /// first message, and only then is it routed and admitted (see [`websocket`]). Requests no
+    /// protocol claims by content type are matched against the REST rules (which may wait for
+    /// a schema; see [`rest_dispatch`]).
     fn dispatch(self: &Arc<Self>, req: Request<Incoming>, ctx: &Arc<CallContext>) -> Responding {
-        let protocol = match protocol::detect(&req) {
+        if req.method() == http::Method::GET {
+            if let Some(u) = self.openapi_upstream(req.uri().path()) {
+                let proxy = self.clone();
+                return Box::pin(async move { proxy.serve_openapi(u).await });
+            }
+        }
+        match protocol::classify(&req) {
+            protocol::Classified::Call(detected) => self.dispatch_detected(detected, req, ctx),
+            protocol::Classified::Other(fallback) if self.rest_upstreams.is_empty() => {
+                self.dispatch_detected(fallback, req, ctx)
+            }
+            protocol::Classified::Other(fallback) => {
+                let proxy = self.clone();
+                let ctx = ctx.clone();
+                Box::pin(async move { proxy.dispatch_rest(fallback, req, &ctx).await })
+            }
+        }
+    }
+
+    /// A request whose protocol is decided (or refused): route it by its path.
+    fn dispatch_detected(
+        self: &Arc<Self>,
+        detected: Result<Protocol, Rejection>,
+        req: Request<Incoming>,
+        ctx: &Arc<CallContext>,
+    ) -> Responding {
+        let protocol = match detected {
             Ok(p) => p,
             Err(rejection) => {
                 // Plain GETs that are not Connect calls may be files of the demo page.
@@ -249,7 +301,7 @@ impl Proxy {
         req: Request<CallerBody>,
         ctx: &Arc<CallContext>,
     ) -> Responding {
-        let Some(target) = self.route(&req) else {
+        let Some(target) = self.route(req.uri().path(), &req) else {
             let status = no_route(req.uri().path());
             ctx.set_code(status.code);
             self.observer.started(ctx);
@@ -258,6 +310,17 @@ impl Proxy {
                 p => error_response(p, status, None),
             });
         };
+        self.dispatch_routed(protocol, target, req, ctx)
+    }
+
+    /// Route policies, then forwarding, for a routed call.
+    fn dispatch_routed(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        target: Target,
+        req: Request<CallerBody>,
+        ctx: &Arc<CallContext>,
+    ) -> Responding {
         let _ = ctx
             .upstream
             .set(self.upstreams[target.upstream].name.clone());
@@ -309,6 +372,25 @@ impl Proxy {
                 }
             },
             Protocol::Grpc => Box::pin(grpc::forward(self.call(t, &req, ctx), req)),
+            Protocol::Rest(mode) => {
+                let mut req = req;
+                let Some(rc) = req.extensions_mut().remove::<rest::RestCall>() else {
+                    let status = Status::new(Code::Internal, "REST call without its rule");
+                    ctx.set_code(status.code);
+                    return ready(rest::error_response(&status, None, http::HeaderMap::new()));
+                };
+                // `connect-timeout-ms` (as Connect) or `grpc-timeout`, capped by the route.
+                let timeout = match crate::protocol::connect::timeout(req.headers()) {
+                    Ok(Some(t)) => Some(t),
+                    Ok(None) => call::grpc_timeout(req.headers()),
+                    Err(status) => {
+                        ctx.set_code(status.code);
+                        return ready(rest::error_response(&status, None, http::HeaderMap::new()));
+                    }
+                };
+                let call = Call::new(self.upstreams[t.upstream].clone(), t, timeout, ctx.clone());
+                Box::pin(rest::forward(call, mode, rc, req))
+            }
             Protocol::Connect(mode) => {
                 let timeout = match crate::protocol::connect::timeout(req.headers()) {
                     Ok(timeout) => timeout,
@@ -337,10 +419,7 @@ impl Proxy {
                             }
                         },
                     };
-                    if let Some(refusal) = proxy
-                        .check_connect_shape(t, &call.ctx, path, mode, json.as_ref())
-                        .await
-                    {
+                    if let Some(refusal) = proxy.check_connect_shape(t, path, mode, json.as_ref()) {
                         return refusal;
                     }
                     connect::forward(call, mode, json, req).await
@@ -434,29 +513,24 @@ impl Proxy {
         }
     }
 
-    /// When the schema of the method is known: Connect GET only for methods without side
+    /// When the schema of the method is at hand: Connect GET only for methods without side
     /// effects (else 405), unary content types only for unary methods and streaming content
     /// types only for streaming ones (else 415).
-    async fn check_connect_shape(
+    fn check_connect_shape(
         &self,
         t: Target,
-        ctx: &CallContext,
         path: &str,
         mode: crate::protocol::connect::Mode,
         json: Option<&Json>,
     ) -> Option<Response<BoxBody>> {
         use crate::protocol::connect::Kind;
+        // Proto calls never wait for a schema: only one at hand is consulted.
         let method = match json {
             Some(j) => j.method().map(|(m, _)| m.clone()),
-            None if self.schemas[t.upstream].has_source()
-                || self.route_schemas[t.route].is_some() =>
-            {
-                match self.json_plan(t, path, ctx).await {
-                    Ok(j) => j.method().map(|(m, _)| m.clone()),
-                    Err(_) => None,
-                }
-            }
-            None => None,
+            None => match &self.route_schemas[t.route] {
+                Some(schema) => schema.method(path),
+                None => self.schemas[t.upstream].peek(path),
+            },
         }?;
         let streaming = method.client_streaming() || method.server_streaming();
         let (status, message, allow) = match mode.kind {
@@ -484,13 +558,15 @@ impl Proxy {
         }))
     }
 
-    fn route<B>(&self, req: &Request<B>) -> Option<Target> {
+    /// The route of a call to `path` (the request's own path, or a REST call's method path)
+    /// with the request's host.
+    fn route<B>(&self, path: &str, req: &Request<B>) -> Option<Target> {
         let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
             req.headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
-        self.routes.resolve(req.uri().path(), host)
+        self.routes.resolve(path, host)
     }
 
     fn call<B>(&self, target: Target, req: &Request<B>, ctx: &Arc<CallContext>) -> Call {
@@ -572,6 +648,7 @@ fn call_protocol(p: &Protocol) -> CallProtocol {
         Protocol::Grpc => CallProtocol::Grpc,
         Protocol::Connect(_) => CallProtocol::Connect,
         Protocol::WebSocket => CallProtocol::WebSocket,
+        Protocol::Rest(_) => CallProtocol::Rest,
     }
 }
 
@@ -584,12 +661,18 @@ pub(crate) fn request_transcoder(
 ) -> body::Transform {
     let m = method.clone();
     let ctx = ctx.clone();
-    Arc::new(move |msg: &[u8]| {
-        let proto = m.request_to_proto(msg, ignore_unknown_fields);
-        if proto.is_err() {
-            ctx.set_transcoding_failed();
+    Arc::new(move |msg: bytes::Bytes, out: &mut Vec<u8>| {
+        let proto = m.request_to_proto(&msg, ignore_unknown_fields);
+        match proto {
+            Ok(p) => {
+                out.extend_from_slice(&p);
+                Ok(())
+            }
+            Err(e) => {
+                ctx.set_transcoding_failed();
+                Err(e)
+            }
         }
-        proto
     })
 }
 
@@ -606,6 +689,7 @@ pub(crate) fn error_response(
         Protocol::Connect(mode) => connect::early_error(*mode, status),
         // What the socket carries back: gRPC-Web binary (see `websocket`).
         Protocol::WebSocket => grpc_web::respond(&websocket::reply_mode(), Reply::error(status)),
+        Protocol::Rest(_) => rest::error_response(&status, None, http::HeaderMap::new()),
     };
     if let Some(after) = retry_after {
         let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);

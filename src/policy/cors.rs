@@ -39,9 +39,13 @@ pub(crate) struct CorsPolicy {
 }
 
 /// The HTTP methods calls arrive with under `config`: POST for every protocol, GET for
-/// Connect GET. A data list, so transports with other verbs add theirs here.
-fn methods(_config: &Config) -> Vec<Method> {
-    vec![Method::POST, Method::GET]
+/// Connect GET, and the verbs of `google.api.http` rules when an upstream serves REST.
+fn methods(config: &Config) -> Vec<Method> {
+    let mut out = vec![Method::POST, Method::GET];
+    if config.upstreams.iter().any(|u| u.serves_rest()) {
+        out.extend([Method::PUT, Method::PATCH, Method::DELETE]);
+    }
+    out
 }
 
 /// Request headers the config itself reads: credentials and rate-limit keys.
@@ -258,6 +262,11 @@ mod tests {
     use std::time::Duration;
 
     fn policy(origins: AllowOrigins, creds: bool) -> CorsPolicy {
+        rest_policy(origins, creds, false)
+    }
+
+    /// With `rest`, the upstream serves its schema's `google.api.http` rules.
+    fn rest_policy(origins: AllowOrigins, creds: bool, rest: bool) -> CorsPolicy {
         let mut config = Config::quick(
             "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
             "http://127.0.0.1:1",
@@ -271,6 +280,9 @@ mod tests {
             expose_headers: vec![],
             allow_headers: None,
         };
+        for u in &mut config.upstreams {
+            std::sync::Arc::make_mut(u).rest = rest;
+        }
         CorsPolicy::new(&config)
     }
 
@@ -332,6 +344,24 @@ mod tests {
         assert!(!h.contains_key("access-control-allow-credentials"));
         let res = p.preflight(&preflight_req("https://evil.example"));
         assert!(!res.headers().contains_key("access-control-allow-origin"));
+    }
+
+    #[test]
+    fn rest_verbs_only_when_rest_is_served() {
+        let mut req = preflight_req("https://x.example");
+        req.headers_mut().insert(
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("PATCH"),
+        );
+        let rpc_only = policy(AllowOrigins::Any, false);
+        assert_eq!(rpc_only.preflight(&req).status(), StatusCode::FORBIDDEN);
+        let rest = rest_policy(AllowOrigins::Any, false, true);
+        let res = rest.preflight(&req);
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            res.headers()["access-control-allow-methods"],
+            "POST, GET, PUT, PATCH, DELETE"
+        );
     }
 
     #[test]

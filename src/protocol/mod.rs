@@ -6,6 +6,7 @@ pub mod connect;
 pub mod grpc;
 pub mod grpc_web;
 pub mod json;
+pub mod rest;
 pub mod websocket;
 
 use http::{header, Method, Request, StatusCode, Version};
@@ -31,6 +32,50 @@ pub enum Protocol {
     /// improbable-eng's gRPC-Web over a WebSocket (`grpc-websockets`): the upgrade, whose
     /// metadata and messages arrive on the socket.
     WebSocket,
+    /// REST from a `google.api.http` rule (found by matching the request against the rules,
+    /// never by [`detect`]).
+    Rest(rest::Mode),
+}
+
+/// What a request is, before any schema is consulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Classified {
+    /// Its content type (or a Connect GET query) names a protocol: that protocol, or the
+    /// refusal its rules give. A gRPC-Web, gRPC or Connect content type always wins over a
+    /// REST rule for the same path.
+    Call(Result<Protocol, Rejection>),
+    /// Anything else may be a REST call; if no rule matches, it is what `fallback` says (a
+    /// Connect unary JSON call without `connect-protocol-version`, or a refusal).
+    Other(Result<Protocol, Rejection>),
+}
+
+/// Classifies a request: [`detect`], then whether a REST rule could still claim it.
+pub fn classify<B>(req: &Request<B>) -> Classified {
+    let detected = detect(req);
+    let definite = match &detected {
+        Ok(Protocol::Connect(m)) if m.kind == connect::Kind::Unary => {
+            m.codec == Codec::Proto || req.headers().contains_key(connect::PROTOCOL_VERSION)
+        }
+        Ok(_) => true,
+        Err(_) => {
+            let ct = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            ct.starts_with("application/grpc")
+                || ct.starts_with("application/connect+")
+                || connect::codec_from_name(ct.strip_prefix("application/").unwrap_or(""))
+                    == Some(Codec::Proto)
+        }
+    };
+    if definite {
+        Classified::Call(detected)
+    } else {
+        Classified::Other(detected)
+    }
 }
 
 /// A request that is not a call we can take, with the plain HTTP answer it gets.

@@ -15,13 +15,12 @@ use http::header::{CONTENT_TYPE, TE};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use prost::Message as _;
-use prost_types::FileDescriptorProto;
 use tokio::time::Instant;
 
 use crate::protocol::grpc::frame::{self, HEADER_LEN};
 use crate::protocol::grpc::timeout::encode_grpc_timeout;
 use crate::protocol::grpc::{Code, Status};
-use crate::protocol::json::Schema;
+use crate::protocol::json::{EncodedFile, Schema};
 use crate::upstream::UpstreamClient;
 
 const V1_PATH: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
@@ -100,28 +99,53 @@ struct ErrorResponse {
     error_message: String,
 }
 
+/// Why descriptors could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FetchError {
+    /// The upstream answered that it has no reflection service (neither version).
+    NoReflection(String),
+    /// Anything else (unreachable, timed out, a broken answer).
+    Failed(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::NoReflection(e) | FetchError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 /// Fetches every service's file descriptors (with transitive dependencies) from an
 /// upstream's server reflection: `grpc.reflection.v1.ServerReflection/ServerReflectionInfo`,
 /// falling back to `grpc.reflection.v1alpha` when v1 is unimplemented. `timeout` bounds the
-/// whole exchange.
+/// whole exchange. Files are kept as the server sent them, options included.
 pub(crate) async fn fetch_schema(
     upstream: &UpstreamClient,
     timeout: Duration,
-) -> Result<Schema, String> {
+) -> Result<Schema, FetchError> {
     let name = &upstream.config.name;
     let mut transport = HttpTransport {
         upstream,
         path: V1_PATH,
         version_known: false,
+        unimplemented: false,
         deadline: Instant::now() + timeout,
     };
     let files = match tokio::time::timeout(timeout, resolve(&mut transport)).await {
         Ok(result) => result,
         Err(_) => Err(format!("no complete answer within {timeout:?}")),
-    }
-    .map_err(|e| format!("server reflection of upstream {name:?}: {e}"))?;
-    Schema::from_file_protos(files)
-        .map_err(|e| format!("server reflection of upstream {name:?}: {e}"))
+    };
+    let files = files.map_err(|e| {
+        let e = format!("server reflection of upstream {name:?}: {e}");
+        if transport.unimplemented {
+            FetchError::NoReflection(e)
+        } else {
+            FetchError::Failed(e)
+        }
+    })?;
+    Schema::from_encoded_files(files)
+        .map_err(|e| FetchError::Failed(format!("server reflection of upstream {name:?}: {e}")))
 }
 
 /// One round: sends `requests` on a new reflection stream and returns the responses in order.
@@ -133,7 +157,7 @@ trait Transport {
 }
 
 /// Lists the services, then collects the files that define them and everything they import.
-async fn resolve<T: Transport>(transport: &mut T) -> Result<Vec<FileDescriptorProto>, String> {
+async fn resolve<T: Transport>(transport: &mut T) -> Result<Vec<EncodedFile>, String> {
     // Round 1: the services.
     let responses = transport
         .round(&[MessageRequest::ListServices(String::new())])
@@ -209,7 +233,7 @@ async fn resolve<T: Transport>(transport: &mut T) -> Result<Vec<FileDescriptorPr
 /// Files received so far, first copy of each name kept.
 #[derive(Default)]
 struct Files {
-    list: Vec<FileDescriptorProto>,
+    list: Vec<EncodedFile>,
     names: HashSet<String>,
 }
 
@@ -231,10 +255,9 @@ impl Files {
             match response.message_response {
                 Some(MessageResponse::FileDescriptorResponse(fds)) => {
                     for raw in fds.file_descriptor_proto {
-                        let file = FileDescriptorProto::decode(raw).map_err(|e| {
-                            format!("invalid FileDescriptorProto for {}: {e}", what(&request))
-                        })?;
-                        if self.names.insert(file.name().to_owned()) {
+                        let file = EncodedFile::decode(raw)
+                            .map_err(|e| format!("{e} for {}", what(&request)))?;
+                        if self.names.insert(file.name.clone()) {
                             self.list.push(file);
                             added += 1;
                         }
@@ -291,6 +314,8 @@ struct HttpTransport<'a> {
     path: &'static str,
     /// Set once a call to `path` got a gRPC answer: no more falling back.
     version_known: bool,
+    /// Set when neither version is implemented.
+    unimplemented: bool,
     deadline: Instant,
 }
 
@@ -317,9 +342,12 @@ impl Transport for HttpTransport<'_> {
                 self.version_known = true;
                 match call(self.upstream, self.path, requests, self.deadline).await {
                     Ok(responses) => Ok(responses),
-                    Err(CallError::Unimplemented(alpha)) => Err(format!(
-                        "the upstream does not offer server reflection (grpc.reflection.v1: {v1}; v1alpha: {alpha})"
-                    )),
+                    Err(CallError::Unimplemented(alpha)) => {
+                        self.unimplemented = true;
+                        Err(format!(
+                            "the upstream does not offer server reflection (grpc.reflection.v1: {v1}; v1alpha: {alpha})"
+                        ))
+                    }
                     Err(CallError::Failed(e)) => Err(format!("grpc.reflection.v1alpha: {e}")),
                 }
             }
@@ -452,6 +480,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use prost_types::FileDescriptorProto;
 
     #[test]
     fn request_encoding() {
@@ -701,8 +730,8 @@ mod tests {
             .block_on(f)
     }
 
-    fn names(files: &[FileDescriptorProto]) -> Vec<&str> {
-        let mut v: Vec<&str> = files.iter().map(|f| f.name()).collect();
+    fn names(files: &[EncodedFile]) -> Vec<&str> {
+        let mut v: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
         v.sort_unstable();
         v
     }
@@ -729,7 +758,7 @@ mod tests {
             ]
         );
         // The server lacks empty.proto: the bundled copy fills in.
-        let schema = Schema::from_file_protos(files).unwrap();
+        let schema = Schema::from_encoded_files(files).unwrap();
         let mut services = schema.services();
         services.sort();
         assert_eq!(services, vec!["other.T", "pkg.S"]);
@@ -777,13 +806,20 @@ mod tests {
             "{e}"
         );
 
-        // A missing import that is not bundled surfaces when the schema is built.
+        // A missing import that is not bundled and whose types are not used (as with files
+        // imported for their options) gets a stand-in: the schema still builds.
         let mut fake = Fake::new(false);
         fake.files.remove("c.proto");
         let files = block_on(resolve(&mut fake)).unwrap();
         assert_eq!(fake.rounds.len(), 3, "c.proto is asked for once");
-        let e = Schema::from_file_protos(files).unwrap_err();
-        assert!(e.contains("c.proto"), "{e}");
+        let schema = Schema::from_encoded_files(files).unwrap();
+        assert!(schema.method("/pkg.S/M").is_some());
+        // One whose types are used fails, naming it.
+        let mut fake = Fake::new(false);
+        fake.files.remove("b.proto");
+        let files = block_on(resolve(&mut fake)).unwrap();
+        let e = Schema::from_encoded_files(files).unwrap_err();
+        assert!(e.contains("b.proto") && e.contains("a.proto"), "{e}");
 
         // Undecodable descriptors fail the fetch.
         let mut files = Files::default();
@@ -952,6 +988,8 @@ mod tests {
         let e = fetch_schema(&client(addr), Duration::from_secs(10))
             .await
             .unwrap_err();
+        assert!(matches!(e, FetchError::NoReflection(_)), "{e:?}");
+        let e = e.to_string();
         assert!(
             e.starts_with(r#"server reflection of upstream "default": the upstream does not offer server reflection"#),
             "{e}"
@@ -962,6 +1000,8 @@ mod tests {
         let e = fetch_schema(&client(addr), Duration::from_millis(200))
             .await
             .unwrap_err();
+        assert!(matches!(e, FetchError::Failed(_)), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("no complete answer within"), "{e}");
 
         // Nothing listens on a port just freed.
@@ -972,6 +1012,8 @@ mod tests {
         let e = fetch_schema(&client(port), Duration::from_secs(10))
             .await
             .unwrap_err();
+        assert!(matches!(e, FetchError::Failed(_)), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains(r#"upstream "default""#), "{e}");
     }
 

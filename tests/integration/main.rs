@@ -21,6 +21,8 @@ mod matrix;
 mod metrics;
 mod private;
 mod reload;
+mod rest;
+mod rest_setup;
 mod security;
 mod traces;
 mod upstreams;

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use crate::support;
 use crate::support::backend::TESTING_DESCRIPTOR;
+use crate::support::grpcio::PYTHON_CHECK;
 use crate::support::process::{interop_dir, may_run, runs, Output, Spawned};
 /// Hang guard for one run of matrix.mjs (every cell inside has its own 15 s guard).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -46,9 +47,6 @@ const NODE_PACKAGES: [&str; 9] = [
     "@improbable-eng/grpc-web-node-http-transport/package.json",
     "ws/package.json",
 ];
-/// What the grpcio backend imports (tests/interop/requirements.txt).
-const PYTHON_CHECK: &str =
-    "import grpc, grpc_tools.protoc, grpc_status.rpc_status, google.rpc.error_details_pb2";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interop_matrix() {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http::{Method, Request};
+use http::Request;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -169,7 +169,7 @@ struct Call {
 impl Call {
     fn request(&self) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(self.prepared.body.clone()));
-        *req.method_mut() = Method::POST;
+        *req.method_mut() = self.prepared.method.clone();
         *req.headers_mut() = self.prepared.headers.clone();
         if self.http1 {
             *req.uri_mut() = self.prepared.path.parse().unwrap_or_default();

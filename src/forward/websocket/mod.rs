@@ -68,7 +68,7 @@ pub(crate) fn upgrade(
     };
     // The socket's messages are checked against the route's message limit from the first.
     let limit = proxy
-        .route(&req)
+        .route(req.uri().path(), &req)
         .map_or(crate::config::DEFAULT_MAX_MESSAGE_SIZE, |t| {
             t.max_message_size
         });

@@ -25,6 +25,7 @@ use tonic::codegen::Service as _;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
+use super::pb::library_service_server::LibraryServiceServer;
 use super::pb::test_service_server::{TestService, TestServiceServer};
 use super::pb::{EchoRequest, EchoResponse};
 use super::AbortOnDrop;
@@ -196,6 +197,17 @@ pub(crate) async fn serve(listener: TcpListener) {
     accept_loop(listener, None, Arc::default()).await;
 }
 
+/// [`serve`] with gRPC server reflection (v1) too.
+pub(crate) async fn serve_with_reflection(listener: TcpListener) {
+    let reflection = Arc::new(Reflection {
+        calls: Counter::default(),
+        paths: Mutex::new(Vec::new()),
+        enabled: std::sync::atomic::AtomicBool::new(true),
+        hang: std::sync::atomic::AtomicBool::new(false),
+    });
+    reflecting_accept_loop(listener, Arc::default(), reflection, ReflectionVersion::V1).await;
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -256,14 +268,18 @@ async fn accept_loop(
     }
 }
 
-/// Runs one call through tonic, then adds the echoed `x-header-*` / `x-trailer-*` metadata.
+/// Runs one call through tonic (the test service, or the library service of the REST tests),
+/// then adds the echoed `x-header-*` / `x-trailer-*` metadata.
 async fn handle(
     req: Request<Incoming>,
     mut svc: TestServiceServer<Svc>,
     state: Arc<BackendState>,
 ) -> Result<Response<impl http_body::Body<Data = Bytes, Error = Status>>, Infallible> {
-    state.calls.incr();
-    *state.last_headers.lock().unwrap() = Some(req.headers().clone());
+    // The proxy asks for server reflection by itself (`reflection: auto`): not a test's call.
+    if !req.uri().path().starts_with("/grpc.reflection.") {
+        state.calls.incr();
+        *state.last_headers.lock().unwrap() = Some(req.headers().clone());
+    }
     let mut echo_headers = HeaderMap::new();
     let mut echo_trailers = HeaderMap::new();
     for (name, value) in req.headers() {
@@ -273,7 +289,12 @@ async fn handle(
             echo_trailers.append(name.clone(), value.clone());
         }
     }
-    let res = svc.call(req).await?;
+    let res = if req.uri().path().starts_with(super::library::LIBRARY) {
+        let mut library = LibraryServiceServer::new(super::library::Library);
+        library.call(req).await?.map(|b| b.boxed_unsync())
+    } else {
+        svc.call(req).await?.map(|b| b.boxed_unsync())
+    };
     let (mut parts, body) = res.into_parts();
     parts.headers.extend(echo_headers);
     if parts.headers.contains_key("grpc-status") {
@@ -521,6 +542,8 @@ pub(crate) struct Reflection {
     pub(crate) paths: Mutex<Vec<String>>,
     /// While false, every reflection call is answered UNIMPLEMENTED.
     pub(crate) enabled: std::sync::atomic::AtomicBool,
+    /// While true, reflection calls are never answered (a hung reflection service).
+    pub(crate) hang: std::sync::atomic::AtomicBool,
 }
 
 impl Reflection {
@@ -551,6 +574,7 @@ pub(crate) async fn spawn_backend_with_reflection(
         calls: Counter::default(),
         paths: Mutex::new(Vec::new()),
         enabled: std::sync::atomic::AtomicBool::new(true),
+        hang: std::sync::atomic::AtomicBool::new(false),
     });
     let task = tokio::spawn(reflecting_accept_loop(
         listener,
@@ -606,6 +630,9 @@ async fn reflecting_accept_loop(
                     }
                     reflection.paths.lock().unwrap().push(path.clone());
                     reflection.calls.incr();
+                    if reflection.hang.load(std::sync::atomic::Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
                     let enabled = reflection.enabled.load(std::sync::atomic::Ordering::SeqCst);
                     let res = match (enabled, version) {
                         (true, ReflectionVersion::V1)

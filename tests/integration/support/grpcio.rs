@@ -12,8 +12,9 @@ use std::time::Duration;
 /// Stubs are generated at start-up, which takes a few seconds on a busy machine.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// What the backend imports (tests/interop/requirements.txt).
-const PYTHON_CHECK: &str =
-    "import grpc, grpc_tools.protoc, grpc_status.rpc_status, grpc_health.v1.health";
+pub(crate) const PYTHON_CHECK: &str =
+    "import grpc, grpc_tools.protoc, grpc_status.rpc_status, grpc_health.v1.health, \
+     google.rpc.error_details_pb2, grpc_reflection.v1alpha.reflection, google.api.annotations_pb2";
 
 /// A running grpcio backend.
 #[derive(Debug)]

@@ -17,6 +17,7 @@ pub(crate) mod dns;
 pub(crate) mod fake;
 pub(crate) mod grpcio;
 pub(crate) mod jwt;
+pub(crate) mod library;
 pub(crate) mod pki;
 pub(crate) mod process;
 pub(crate) mod redis;

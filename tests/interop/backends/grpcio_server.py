@@ -11,6 +11,10 @@ with the same behaviour as the tonic backend of the integration tests
 - metadata echo: request header x-header-NAME comes back as a response header, x-trailer-NAME
   as a trailer (both in the trailers of an error sent before any message, as tonic does).
 
+It also serves switchboard.testing.v1.LibraryService (library.proto, the annotated service of
+the REST tests; as tests/integration/support/library.rs does) and gRPC server reflection
+(grpcio-reflection: v1alpha), so a proxy finds the services' google.api.http rules by itself.
+
     python3 tests/interop/backends/grpcio_server.py [--listen HOST:PORT] [--name NAME] [--health]
         [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
 
@@ -37,12 +41,13 @@ from concurrent import futures
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
+from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from grpc_tools import protoc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "..", "proto"))
-PROTO_FILE = "switchboard/testing/v1/testing.proto"
+PROTO_FILES = ["switchboard/testing/v1/testing.proto", "switchboard/testing/v1/library.proto"]
 
 CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -57,15 +62,17 @@ def generate_stubs(out_dir):
             f"-I{include}",
             f"--python_out={out_dir}",
             f"--grpc_python_out={out_dir}",
-            os.path.join(PROTO_ROOT, PROTO_FILE),
         ]
+        + [os.path.join(PROTO_ROOT, f) for f in PROTO_FILES]
     )
     if rc != 0:
         raise SystemExit(f"grpcio backend: protoc failed with status {rc}")
     sys.path.insert(0, out_dir)
     pb2 = importlib.import_module("switchboard.testing.v1.testing_pb2")
     pb2_grpc = importlib.import_module("switchboard.testing.v1.testing_pb2_grpc")
-    return pb2, pb2_grpc
+    lib = importlib.import_module("switchboard.testing.v1.library_pb2")
+    lib_grpc = importlib.import_module("switchboard.testing.v1.library_pb2_grpc")
+    return pb2, pb2_grpc, lib, lib_grpc
 
 
 
@@ -222,11 +229,111 @@ def read(path):
         return f.read()
 
 
+def make_library(lib, lib_grpc):
+    """LibraryService: answers made of what the request carried."""
+    from google.protobuf import empty_pb2
+
+    def x_metadata(context):
+        return {
+            name: value
+            for name, value in context.invocation_metadata()
+            if name.startswith("x-") and name not in PROXY_HEADERS and isinstance(value, str)
+        }
+
+    def invalid_shelf(context):
+        bad = any_pb2.Any()
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field="name", description="shelf names are shelves/<id>"
+                    )
+                ]
+            )
+        )
+        shelf = any_pb2.Any()
+        shelf.Pack(lib.Shelf(name="shelves/invalid"))
+        unlisted = any_pb2.Any(
+            type_url="type.googleapis.com/switchboard.testing.v1.Unlisted", value=b"\x01\x02\x03"
+        )
+        status = rpc_status.to_status(
+            status_pb2.Status(
+                code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                message="invalid shelf",
+                details=[bad, shelf, unlisted],
+            )
+        )
+        context.abort_with_status(status)
+
+    class Library(lib_grpc.LibraryServiceServicer):
+        def GetShelf(self, req, context):
+            if req.name == "shelves/missing":
+                context.abort(grpc.StatusCode.NOT_FOUND, "no shelf shelves/missing")
+            if req.name == "shelves/invalid":
+                invalid_shelf(context)
+            if req.name == "shelves/slow":
+                done = threading.Event()
+                context.add_callback(done.set)
+                done.wait(2)
+            remaining = context.time_remaining()
+            timeout = "" if remaining is None or remaining > 10**8 else f"{max(0, round(remaining * 1000))}m"
+            return lib.Shelf(
+                name=req.name, theme="fiction", metadata=x_metadata(context), grpc_timeout=timeout
+            )
+
+        def ListBooks(self, req, context):
+            book = lib.Book(name=f"{req.parent}/books/1", title="One")
+            return lib.ListBooksResponse(request=req, books=[book], titles=["One", "Two"])
+
+        def CreateBook(self, req, context):
+            book = lib.Book()
+            book.CopyFrom(req.book)
+            book.name = f"{req.parent}/books/{req.book_id}"
+            return book
+
+        def UpdateBook(self, req, context):
+            book = lib.Book()
+            book.CopyFrom(req.book)
+            book.note = "update_mask=" + ",".join(req.update_mask.paths)
+            return book
+
+        def ReplaceBook(self, req, context):
+            return req
+
+        def DeleteBook(self, req, context):
+            if req.name.endswith("/missing"):
+                context.abort(grpc.StatusCode.NOT_FOUND, f"no book {req.name}")
+            return empty_pb2.Empty()
+
+        def MoveBook(self, req, context):
+            return lib.Book(name=f"{req.destination}/books/{req.name.rsplit('/', 1)[-1]}")
+
+        def GetFile(self, req, context):
+            return lib.File(path=req.path)
+
+        def GetAuthor(self, req, context):
+            return lib.Author(author_id=req.author_id)
+
+        def SearchBooks(self, req, context):
+            return lib.ListBooksResponse(titles=[req.query] * max(1, req.limit))
+
+        def WatchShelf(self, req, context):
+            for i in range(req.count):
+                yield lib.ShelfEvent(name=req.name, index=i, payload=b"x" * req.payload_size)
+            if req.fail_code:
+                context.abort(CODES.get(req.fail_code, grpc.StatusCode.UNKNOWN), "watch failed")
+
+        def Ping(self, req, context):
+            return empty_pb2.Empty()
+
+    return Library()
+
+
 def main():
     args = parse_args()
     out_dir = tempfile.mkdtemp(prefix="switchboard-grpcio-")
     try:
-        pb2, pb2_grpc = generate_stubs(out_dir)
+        pb2, pb2_grpc, lib, lib_grpc = generate_stubs(out_dir)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=32),
             options=[
@@ -236,6 +343,15 @@ def main():
             ],
         )
         pb2_grpc.add_TestServiceServicer_to_server(make_servicer(pb2, pb2_grpc, args.name), server)
+        lib_grpc.add_LibraryServiceServicer_to_server(make_library(lib, lib_grpc), server)
+        reflection.enable_server_reflection(
+            (
+                pb2.DESCRIPTOR.services_by_name["TestService"].full_name,
+                lib.DESCRIPTOR.services_by_name["LibraryService"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
         health = None
         if args.health:
             from grpc_health.v1 import health as health_mod

@@ -752,7 +752,11 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
                    by_cpu: Option<f64>,
                    unit: &str,
                    ok: Option<bool>| {
-        total += 1;
+        // A threshold of "—" marks a comparison row: shown, not counted.
+        let comparison = unit == "—";
+        if !comparison {
+            total += 1;
+        }
         if ok == Some(true) {
             good += 1;
         }
@@ -761,7 +765,7 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
             "| {target} | {cell} | {} | {} | {unit} | {} |",
             value.map_or("—".into(), |v| format!("{v:.2}")),
             by_cpu.map_or("—".into(), |v| format!("{v:.2}")),
-            met(ok)
+            if comparison { "comparison" } else { met(ok) }
         );
     };
     let has = |wl: &str| cells.iter().any(|c| c.workload == wl);
@@ -881,6 +885,33 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
                 r.map(|r| r <= 1.5),
             );
         }
+        // REST GET of the same small message as Connect JSON's POST (a comparison, not a
+        // target: the figure is what matching a rule and building the message from the URL
+        // cost against parsing a JSON body).
+        let rest = ["sb-rest-h1", "sb-connect-json-h1"].iter().all(|id| {
+            cells
+                .iter()
+                .any(|c| c.workload == "unary" && c.variant == *id)
+        });
+        for &c in o.concurrencies.iter().filter(|_| rest) {
+            let per = |id: &str| {
+                cs.get("unary", o.small, c, id)
+                    .and_then(|x| cpu_per_1k(x, "proxy"))
+            };
+            let r = match (per("sb-rest-h1"), per("sb-connect-json-h1")) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            };
+            row(
+                w,
+                "REST GET proxy CPU per call ÷ Connect JSON (comparison)",
+                format!("{}, c{c}", size_name(o.small)),
+                r,
+                None,
+                "—",
+                None,
+            );
+        }
     }
     // Judged with the proxy on a core of its own when that was measured; with the proxy on
     // the backend's core, the bare forwarder's own ratio is the ceiling (shown below the table).
@@ -926,6 +957,36 @@ fn render_targets(w: &mut String, o: &super::Opts, cs: &Cells<'_>, cells: &[Cell
                 "≥ 0.80×",
                 r.map(|r| r >= 0.8),
             );
+            if v.wire == "connect-json" || v.wire == "rest" {
+                // JSON streams of 64 KiB `bytes` messages against the bare forwarder.
+                let r = match (of(judged, v.id), of(judged, fwd_of(v))) {
+                    (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                    _ => None,
+                };
+                // By CPU: with the proxy on a core of its own, its CPU per GB bounds its
+                // throughput; on the backend's core, both processes' CPU per GB do.
+                let by_cpu = if judged == "stream-apart" {
+                    let per_gb = |id: &str| {
+                        cs.get(judged, size, c, id)
+                            .and_then(|x| cpu_per_gb(x, "proxy", size))
+                    };
+                    match (per_gb(fwd_of(v)), per_gb(v.id)) {
+                        (Some(f), Some(me)) if me > 0.0 => Some(f / me),
+                        _ => None,
+                    }
+                } else {
+                    cs.cpu_ratio(judged, size, c, v.id, fwd_of(v))
+                };
+                row(
+                    w,
+                    "JSON server-stream MB/s ≥ 0.5× bare forwarder",
+                    format!("`{}` vs `{}`{layout}", v.id, fwd_of(v)),
+                    r,
+                    by_cpu,
+                    "≥ 0.50×",
+                    r.map(|r| r >= 0.5),
+                );
+            }
             if judged == "stream-apart" {
                 if let (Some(a), Some(d), Some(f)) = (
                     of("stream", v.id),
