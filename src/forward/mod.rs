@@ -163,9 +163,15 @@ impl Proxy {
         &self.observer
     }
 
-    /// Each upstream's state, for metrics.
-    pub(crate) fn upstream_stats(&self) -> Vec<crate::observe::upstreams::UpstreamStats> {
-        self.upstreams.iter().map(|u| u.stats()).collect()
+    /// The series built at scrape time from this snapshot's state: each upstream's endpoints
+    /// and counters, and the rate-limit store's errors.
+    pub(crate) fn scrape_families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let stats: Vec<_> = self.upstreams.iter().map(|u| u.stats()).collect();
+        let mut families = crate::observe::upstreams::families(&stats);
+        families.extend(crate::observe::upstreams::store_errors(
+            self.policies.store_errors(),
+        ));
+        families
     }
 
     /// Handles one request: the pipeline every call goes through, in order. Never fails:
@@ -343,6 +349,11 @@ impl Proxy {
                     };
                     if let Err(refusal) = policy.admit(&mut parts, &ctx).await {
                         ctx.set_code(refusal.status.code);
+                        proxy
+                            .observer
+                            .policy_refused(crate::observe::methods::code_name(
+                                refusal.status.code,
+                            ));
                         body::discard(body);
                         return error_response(&protocol, refusal.status, refusal.retry_after);
                     }

@@ -44,6 +44,7 @@ pub(crate) struct Metrics {
     reloads: IntCounterVec,
     config_errors: IntCounter,
     cors_refusals: IntCounterVec,
+    policy_refusals: IntCounterVec,
     transcoding_errors: IntCounterVec,
     pub(crate) access_log_dropped: IntCounter,
     /// Methods known to exist, per upstream, with their series.
@@ -180,6 +181,12 @@ impl Metrics {
                 "Requests refused by the cross-origin policy: preflights not allowed, and cross-site calls from origins not allowed.",
                 &["reason"],
             )?,
+            policy_refusals: counter_vec(
+                &r,
+                "switchboard_policy_refusals_total",
+                "Calls refused by a route's policy: unauthenticated, permission_denied (auth) or resource_exhausted (rate limit).",
+                &["reason"],
+            )?,
             transcoding_errors: counter_vec(
                 &r,
                 "switchboard_transcoding_errors_total",
@@ -234,6 +241,13 @@ impl Metrics {
     /// Counts a request refused by the cross-origin policy.
     pub(crate) fn cors_refusal(&self, reason: &str) {
         if let Ok(c) = self.cors_refusals.get_metric_with_label_values(&[reason]) {
+            c.inc();
+        }
+    }
+
+    /// Counts a call refused by a route's auth or rate limit, by its gRPC code name.
+    pub(crate) fn policy_refusal(&self, reason: &str) {
+        if let Ok(c) = self.policy_refusals.get_metric_with_label_values(&[reason]) {
             c.inc();
         }
     }

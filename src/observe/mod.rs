@@ -115,6 +115,13 @@ impl Observer {
         }
     }
 
+    /// A call refused by its route's auth or rate limit (`reason`: the gRPC code's name).
+    pub(crate) fn policy_refused(&self, reason: &str) {
+        if self.record {
+            self.metrics.policy_refusal(reason);
+        }
+    }
+
     /// A call is over: every holder of its context is done with it.
     pub(crate) fn finished(&self, ctx: &CallContext, span: Option<Box<SpanSlot>>) {
         let duration = ctx.start.elapsed();

@@ -47,6 +47,17 @@ fn counter(labels: Vec<LabelPair>, value: f64) -> Metric {
     m
 }
 
+/// `switchboard_rate_limit_store_errors_total`, when a shared store is configured.
+pub(crate) fn store_errors(errors: Option<u64>) -> Option<MetricFamily> {
+    let errors = errors?;
+    Some(family(
+        "switchboard_rate_limit_store_errors_total",
+        "Failures of the shared rate-limit store (rate_limit_store): connect errors, error answers and answers too late; rate_limit_store_failure decided those calls.",
+        MetricType::COUNTER,
+        vec![counter(Vec::new(), errors as f64)],
+    ))
+}
+
 /// The families of `upstreams`' state.
 pub(crate) fn families(upstreams: &[UpstreamStats]) -> Vec<MetricFamily> {
     let mut endpoints = Vec::new();

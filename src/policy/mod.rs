@@ -142,6 +142,11 @@ impl RoutePolicies {
         Ok(RoutePolicies { routes, shared })
     }
 
+    /// Failures of the shared rate-limit store so far, when there is one.
+    pub(crate) fn store_errors(&self) -> Option<u64> {
+        self.shared.as_ref().map(|s| s.errors())
+    }
+
     /// The policy of a route, when it has one.
     pub(crate) fn get(&self, route: usize) -> Option<&RoutePolicy> {
         self.routes.get(route).and_then(Option::as_ref)

@@ -83,11 +83,7 @@ impl Control {
     /// The Prometheus text of every metric, upstream state included.
     pub fn metrics_text(&self) -> String {
         let current = self.shared.current.load();
-        self.shared
-            .metrics
-            .render(crate::observe::upstreams::families(
-                &current.upstream_stats(),
-            ))
+        self.shared.metrics.render(current.scrape_families())
     }
 
     /// The bound addresses of the current listeners, in config order.

@@ -123,9 +123,8 @@ impl SharedStore {
         self.url == url && self.failure == failure
     }
 
-    /// Failures so far (connect errors, error answers, answers later than [`WAIT`]): the
-    /// value of `switchboard_rate_limit_store_errors_total` once metrics are exported.
-    #[allow(dead_code)]
+    /// Failures so far (connect errors, error answers, answers later than [`WAIT`]):
+    /// `switchboard_rate_limit_store_errors_total`.
     pub(crate) fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }

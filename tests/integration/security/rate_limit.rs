@@ -231,3 +231,49 @@ async fn an_unreachable_redis_fails_open_or_closed_and_is_logged() {
     assert!(open.log().contains("fail open"));
     assert!(closed.log().contains("fail closed"));
 }
+
+/// Metrics are recorded when an admin listener is configured.
+const ADMIN: &str = "admin: { address: 127.0.0.1:0 }";
+
+/// Policy refusals and the shared store's failures are counted on `/metrics`: an in-process
+/// limit refusing calls, and a Redis store nobody listens on (failing open).
+#[tokio::test]
+async fn refusals_and_store_errors_are_counted() {
+    let backend = spawn_backend().await;
+    let proxy = spawn_proxy_yaml(&yaml(
+        &backend.url,
+        ADMIN,
+        "{ per_second: 0.01, burst: 1 }",
+        "",
+    ))
+    .await;
+    assert_eq!(web(proxy.addr, &[]).await.0, 0);
+    for _ in 0..3 {
+        assert_eq!(web(proxy.addr, &[]).await.0, 8);
+    }
+    let text = proxy.running.control().metrics_text();
+    let refused = crate::support::admin::count(
+        &text,
+        "switchboard_policy_refusals_total",
+        &[("reason", "RESOURCE_EXHAUSTED")],
+    );
+    assert_eq!(refused, 3.0, "{text}");
+    assert!(!text.contains("switchboard_rate_limit_store_errors_total"));
+
+    let down = closed_port();
+    let shared = spawn_proxy_yaml(&yaml(
+        &backend.url,
+        &format!("{ADMIN}\nrate_limit_store: \"redis://{down}\"\nrate_limit_store_failure: open"),
+        "{ per_second: 0.01, burst: 1 }",
+        "",
+    ))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(web(shared.addr, &[]).await.0, 0, "fails open");
+    }
+    let text = shared.running.control().metrics_text();
+    let errors =
+        crate::support::admin::count(&text, "switchboard_rate_limit_store_errors_total", &[]);
+    assert!(errors >= 1.0, "{text}");
+    crate::support::admin::promtool_check(&text);
+}
