@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::conn::ConnState;
+use super::pool::SURPLUS_IDLE;
 use crate::config::Keepalive;
 
 /// A PING sooner than this after the previous one may count as a strike.
@@ -138,6 +139,10 @@ pub(crate) async fn drive<T>(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // When the peer was last known to have spoken (sampled when the task wakes up).
     let mut heard_at = start;
+    // Surplus connections are let go once idle (see `Pool::retire_surplus`).
+    let mut idle = tokio::time::interval(SURPLUS_IDLE);
+    idle.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut idle_since: Option<Instant> = None;
     let end = loop {
         let outstanding = pinger.as_ref().and_then(|p| p.policy.outstanding);
         let pong_due = outstanding.map_or(start, |t| t + keepalive.timeout);
@@ -180,6 +185,18 @@ pub(crate) async fn drive<T>(
                         tracing::debug!(endpoint = %state.endpoint.label, "probing a silent upstream connection with a PING");
                         p.send(now, state.active.load(Ordering::Relaxed));
                     }
+                }
+            }
+            _ = idle.tick(), if !state.is_closed() => {
+                let now = Instant::now();
+                if state.active.load(Ordering::Relaxed) > 0 {
+                    idle_since = None;
+                } else if idle_since.is_some_and(|t| now - t >= SURPLUS_IDLE) {
+                    if state.endpoint.pool.retire_surplus(&state) {
+                        tracing::debug!(endpoint = %state.endpoint.label, "closing an idle surplus upstream connection");
+                    }
+                } else if idle_since.is_none() {
+                    idle_since = Some(now);
                 }
             }
             _ = tick.tick() => {

@@ -36,6 +36,9 @@ pub(crate) const MAX_STREAMS_PER_CONNECTION: usize =
     (connect::CONNECTION_WINDOW / connect::STREAM_WINDOW) as usize - 8;
 /// After a background connect failed, the pool grows no earlier than this.
 const GROW_BACKOFF: Duration = Duration::from_secs(1);
+/// A connection beyond the first that carried no stream for this long is let go: a burst's
+/// extra connections (and their buffers) do not outlive it.
+pub(crate) const SURPLUS_IDLE: Duration = Duration::from_secs(2);
 
 /// What [`Pool::pick`] found.
 pub(crate) enum Pick {
@@ -113,6 +116,31 @@ impl Pool {
     /// Lets go of every connection: each closes once its streams are over.
     pub(crate) fn clear(&self) {
         self.conns.store(Arc::new(Vec::new()));
+    }
+
+    /// Takes an idle connection out of the list when another open one stays: new calls no
+    /// longer pick it, and it closes once the calls holding it are gone. False when it is the
+    /// last open one (which the pool keeps).
+    pub(crate) fn retire_surplus(&self, state: &Arc<ConnState>) -> bool {
+        let mut retired = false;
+        self.conns.rcu(|list| {
+            let others = list
+                .iter()
+                .filter(|c| !Arc::ptr_eq(&c.state, state) && !c.is_closed())
+                .count();
+            retired = others > 0 && list.iter().any(|c| Arc::ptr_eq(&c.state, state));
+            if !retired {
+                return Vec::clone(list);
+            }
+            list.iter()
+                .filter(|c| !Arc::ptr_eq(&c.state, state))
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+        if retired {
+            state.mark_closed();
+        }
+        retired
     }
 
     /// Drops a connection that ended from the list.

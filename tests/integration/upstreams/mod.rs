@@ -11,6 +11,7 @@ mod balance;
 mod dns;
 mod faults;
 mod health;
+mod pool;
 mod retries;
 mod stalled;
 mod tls;
