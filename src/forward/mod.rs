@@ -1,6 +1,7 @@
 //! The proxy service: CORS, protocol detection, routing, then one forwarding function per
 //! caller protocol, all translating through gRPC.
 
+mod answer;
 mod call;
 mod connect;
 mod grpc;
@@ -9,24 +10,21 @@ mod rest;
 mod rest_dispatch;
 mod websocket;
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::ready;
 use std::time::SystemTime;
 
-use http::header::{self, HeaderValue};
+use http::header::{self};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use http_body_util::BodyExt as _;
-
+use self::answer::{call_protocol, no_route, ready, reject, Responding};
+pub(crate) use self::answer::{error_response, request_transcoder, Handling};
 use self::call::{Call, Reply};
 use crate::body::{self, BoxBody, CallerBody};
 use crate::config::Config;
 use crate::observe::methods::GrpcType;
-use crate::observe::{request_id, CallContext, CallProtocol, ConnInfo, ObservedBody, Observer};
+use crate::observe::{request_id, CallContext, CallProtocol, ConnInfo, Observer};
 use crate::policy::cors::CorsPolicy;
 use crate::policy::forwarded::Forwarded;
 use crate::policy::{self, RoutePolicies};
@@ -588,142 +586,4 @@ impl Proxy {
             ctx.clone(),
         )
     }
-}
-
-/// A response on its way, boxed (see [`Proxy::dispatch`]).
-type Responding = Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>>;
-
-fn ready(res: Response<BoxBody>) -> Responding {
-    Box::pin(std::future::ready(res))
-}
-
-/// The future of [`Proxy::handle`]: the response, finished by the pipeline's last stage.
-pub(crate) struct Handling {
-    inner: Responding,
-    proxy: Arc<Proxy>,
-    /// The caller's `origin`, for the CORS headers.
-    origin: Option<HeaderValue>,
-    ctx: Arc<CallContext>,
-}
-
-impl Future for Handling {
-    type Output = Result<Response<BoxBody>, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let res = ready!(self.inner.as_mut().poll(cx));
-        let (mut parts, body) = res.into_parts();
-        self.proxy
-            .cors
-            .decorate(self.origin.as_ref(), &mut parts.headers);
-        // An accepted WebSocket upgrade: the call goes on over the socket, whose session
-        // finishes (and observes) the call's own response.
-        if parts.extensions.remove::<websocket::Accepted>().is_some() {
-            parts
-                .headers
-                .insert(request_id::X_REQUEST_ID, self.ctx.request_id.clone());
-            return Poll::Ready(Ok(Response::from_parts(parts, body)));
-        }
-        let body = self.proxy.finish(&mut parts, body, &self.ctx);
-        Poll::Ready(Ok(Response::from_parts(parts, body)))
-    }
-}
-
-impl Proxy {
-    /// The pipeline's last stage: the request id on the response, and the observe stage
-    /// (metrics and the access log) when the response body is over.
-    fn finish(
-        &self,
-        parts: &mut http::response::Parts,
-        body: BoxBody,
-        ctx: &Arc<CallContext>,
-    ) -> BoxBody {
-        parts
-            .headers
-            .insert(request_id::X_REQUEST_ID, ctx.request_id.clone());
-        ctx.set_http_status(parts.status);
-        // The observe stage: bytes out counted, and how the call ended recorded, until the
-        // response is over.
-        if self.observer.is_enabled() {
-            ObservedBody::new(body, ctx.clone()).boxed_unsync()
-        } else {
-            body
-        }
-    }
-}
-
-/// The protocol label of a classified call.
-fn call_protocol(p: &Protocol) -> CallProtocol {
-    match p {
-        Protocol::GrpcWeb(m) if m.text_request || m.text_response => CallProtocol::GrpcWebText,
-        Protocol::GrpcWeb(_) => CallProtocol::GrpcWeb,
-        Protocol::Grpc => CallProtocol::Grpc,
-        Protocol::Connect(_) => CallProtocol::Connect,
-        Protocol::WebSocket => CallProtocol::WebSocket,
-        Protocol::Rest(_) => CallProtocol::Rest,
-    }
-}
-
-/// The rewriting of request messages from JSON to protobuf for `method`; a message that fails
-/// is counted as a transcoding error of the call.
-pub(crate) fn request_transcoder(
-    method: &Method,
-    ignore_unknown_fields: bool,
-    ctx: &Arc<CallContext>,
-) -> body::Transform {
-    let m = method.clone();
-    let ctx = ctx.clone();
-    Arc::new(move |msg: bytes::Bytes, out: &mut Vec<u8>| {
-        let proto = m.request_to_proto(&msg, ignore_unknown_fields);
-        match proto {
-            Ok(p) => {
-                out.extend_from_slice(&p);
-                Ok(())
-            }
-            Err(e) => {
-                ctx.set_transcoding_failed();
-                Err(e)
-            }
-        }
-    })
-}
-
-/// A call that ends before it is forwarded, answered in its caller's protocol (`retry-after`
-/// in whole seconds, rounded up, when given).
-pub(crate) fn error_response(
-    protocol: &Protocol,
-    status: Status,
-    retry_after: Option<std::time::Duration>,
-) -> Response<BoxBody> {
-    let mut res = match protocol {
-        Protocol::GrpcWeb(mode) => grpc_web::respond(mode, Reply::error(status)),
-        Protocol::Grpc => grpc::respond(Reply::error(status)),
-        Protocol::Connect(mode) => connect::early_error(*mode, status),
-        // What the socket carries back: gRPC-Web binary (see `websocket`).
-        Protocol::WebSocket => grpc_web::respond(&websocket::reply_mode(), Reply::error(status)),
-        Protocol::Rest(_) => rest::error_response(&status, None, http::HeaderMap::new()),
-    };
-    if let Some(after) = retry_after {
-        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    }
-    res
-}
-
-fn no_route(path: &str) -> Status {
-    Status::new(Code::Unimplemented, format!("no route for {path}"))
-}
-
-fn reject(r: Rejection) -> Response<BoxBody> {
-    let mut res = Response::new(body::full(r.message + "\n"));
-    *res.status_mut() = r.status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if let Some((name, value)) = r.header {
-        res.headers_mut()
-            .insert(name, HeaderValue::from_static(value));
-    }
-    res
 }
