@@ -191,8 +191,9 @@ fn set_path(
     Ok(())
 }
 
-/// Well-known message types that have a JSON string or scalar form.
-fn is_scalar_wkt(desc: &MessageDescriptor) -> bool {
+/// Well-known message types written as a JSON string or scalar (so one path or query value
+/// sets them).
+pub(super) fn is_scalar_wkt(desc: &MessageDescriptor) -> bool {
     matches!(
         desc.full_name(),
         "google.protobuf.Timestamp"

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{json, Map, Value};
 
+use super::message::is_scalar_wkt;
 use super::{Binding, Body, Verb};
 use crate::protocol::json::{Method, Schema};
 
@@ -219,8 +220,8 @@ fn query_parameters(
         }
         let name = format!("{prefix}{}", field.json_name());
         match field.kind() {
-            Kind::Message(m) if field.is_map() || (field.is_list() && !scalar_form(&m)) => {}
-            Kind::Message(m) if !scalar_form(&m) => {
+            Kind::Message(m) if field.is_map() || (field.is_list() && !is_scalar_wkt(&m)) => {}
+            Kind::Message(m) if !is_scalar_wkt(&m) => {
                 if depth + 1 < MAX_QUERY_DEPTH {
                     query_parameters(
                         &m,
@@ -245,25 +246,6 @@ fn query_parameters(
             }
         }
     }
-}
-
-/// Message types written as a JSON scalar or string (settable from one query value).
-fn scalar_form(desc: &MessageDescriptor) -> bool {
-    matches!(
-        desc.full_name(),
-        "google.protobuf.Timestamp"
-            | "google.protobuf.Duration"
-            | "google.protobuf.FieldMask"
-            | "google.protobuf.DoubleValue"
-            | "google.protobuf.FloatValue"
-            | "google.protobuf.Int64Value"
-            | "google.protobuf.UInt64Value"
-            | "google.protobuf.Int32Value"
-            | "google.protobuf.UInt32Value"
-            | "google.protobuf.BoolValue"
-            | "google.protobuf.StringValue"
-            | "google.protobuf.BytesValue"
-    )
 }
 
 fn connect_operation(method: &Method, refs: &mut BTreeSet<String>) -> Value {
