@@ -374,6 +374,18 @@ impl ProxyProcess {
     pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// Its resident memory, from /proc.
+    pub(crate) fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kib << 10
+    }
 }
 
 impl Drop for ProxyProcess {

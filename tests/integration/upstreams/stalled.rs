@@ -4,14 +4,13 @@
 //!
 //! The proxy runs as its own process here, so its memory can be read apart from the test's.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use super::Caller;
+use crate::support::process::ProxyProcess;
 use crate::support::*;
 
 const STALLED: usize = 64;
@@ -21,71 +20,6 @@ const MESSAGE: u32 = 1 << 20;
 const PER_STREAM_CAP: u64 = 2 << 20;
 /// Everything else: runtime, buffers of the connections, allocator slack.
 const CONSTANT: u64 = 48 << 20;
-
-/// The switchboard binary serving `yaml`, and the address it listens on (from its log).
-struct ProxyProcess {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl ProxyProcess {
-    fn start(yaml: &str) -> ProxyProcess {
-        let dir = temp_dir("stalled");
-        let path = dir.join("switchboard.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("--config")
-            .arg(&path)
-            .args(["--log-format", "json"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                if let Some(addr) = v["fields"]["addr"].as_str() {
-                    let _ = tx.send(addr.to_owned());
-                }
-            }
-        });
-        let Ok(addr) = rx.recv_timeout(GUARD) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the proxy logged no listening address");
-        };
-        ProxyProcess {
-            child,
-            addr: addr.parse().unwrap(),
-        }
-    }
-
-    /// Resident memory, from /proc.
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap();
-        kib << 10
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Opens a gRPC-Web server stream over HTTP/1.1 and never reads the answer.
 async fn stalled_stream(proxy: std::net::SocketAddr) -> TcpStream {
@@ -108,11 +42,10 @@ async fn stalled_stream(proxy: std::net::SocketAddr) -> TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_readers_do_not_stall_other_calls_and_cost_bounded_memory() {
     let backend = spawn_backend().await;
-    let proxy = ProxyProcess::start(&super::config(
-        &[&backend.url],
-        &["max_message_size: 4MiB"],
-        &[],
-    ));
+    let config = temp_dir("stalled").join("switchboard.yaml");
+    let yaml = super::config(&[&backend.url], &["max_message_size: 4MiB"], &[]);
+    std::fs::write(&config, yaml).unwrap();
+    let proxy = ProxyProcess::start(&config);
     let url = format!("http://{}", proxy.addr);
     let mut caller = Caller::at(&url).await;
     for _ in 0..20 {
