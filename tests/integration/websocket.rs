@@ -405,3 +405,53 @@ async fn disabled_transport_and_other_websockets_are_refused() {
         Some(http::StatusCode::NOT_FOUND)
     );
 }
+
+#[tokio::test]
+async fn route_auth_and_rate_limits_read_the_first_message_metadata() {
+    let backend = spawn_backend().await;
+    let hash: String = ring::digest::digest(&ring::digest::SHA256, b"key-alice")
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let yaml = one_upstream_yaml(
+        &backend.url,
+        &[],
+        &[
+            &format!("auth: {{ api_key: {{ header: x-api-key, keys: [\"{hash}\"] }} }}"),
+            "rate_limit: { per_second: 0.01, burst: 2, key: api_key }",
+        ],
+    );
+    let proxy = spawn_proxy_yaml(&yaml).await;
+    let call = |metadata: Vec<(&'static str, &'static str)>| {
+        let proxy = &proxy;
+        async move {
+            let mut call = open(proxy, UNARY).await;
+            call.start(&metadata).await;
+            call.send(&echo("ws")).await;
+            call.finish().await;
+            guard("reply", call.reply()).await
+        }
+    };
+    // A browser's WebSocket cannot set headers on the upgrade: the key travels in the
+    // call's metadata (the socket's first message), and is checked there.
+    for metadata in [vec![], vec![("x-api-key", "key-eve")]] {
+        let reply = call(metadata.clone()).await;
+        assert_eq!(reply.code(), Code::Unauthenticated, "{metadata:?}");
+    }
+    assert_eq!(
+        backend.state.calls.get(),
+        0,
+        "refused calls never go upstream"
+    );
+    for _ in 0..2 {
+        call(vec![("x-api-key", "key-alice")]).await.assert_ok();
+        assert!(
+            !backend.state.last_headers().contains_key("x-api-key"),
+            "the key stays at the proxy"
+        );
+    }
+    let limited = call(vec![("x-api-key", "key-alice")]).await;
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:#?}");
+    assert_eq!(backend.state.calls.get(), 2);
+}
