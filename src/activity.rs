@@ -1,11 +1,11 @@
-//! Whether calls were made since the last look: the binary collects freed memory only after
-//! activity (see `collect_after_calls` in main.rs).
+//! Whether calls were made or connections closed since the last look: the binary collects
+//! freed memory only after activity (see `collect_after_calls` in main.rs).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-/// Notes that a call was made. A load first: while the flag is set, calls only read the
+/// Notes that a call was made or a connection closed. A load first: while the flag is set, calls only read the
 /// shared cache line and do not bounce it between cores.
 pub(crate) fn mark() {
     if !ACTIVE.load(Ordering::Relaxed) {
@@ -13,7 +13,7 @@ pub(crate) fn mark() {
     }
 }
 
-/// Whether a call was made since the last `take`; clears the flag.
+/// Whether anything was noted since the last `take`; clears the flag.
 pub fn take() -> bool {
     ACTIVE.swap(false, Ordering::Relaxed)
 }

@@ -230,6 +230,8 @@ impl Drop for OpenSlot {
         if let Some(m) = &self.0.metrics {
             m.open.dec();
         }
+        // Its buffers are freed now: the next collect rounds return them.
+        crate::activity::mark();
     }
 }
 

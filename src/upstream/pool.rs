@@ -159,6 +159,9 @@ impl Pool {
 
     pub(crate) fn driver_ended(&self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+        // A connection retired after a burst frees its buffers seconds after the last call:
+        // the next collect rounds return them too.
+        crate::activity::mark();
     }
 
     fn add(&self, conn: &Connection) {
