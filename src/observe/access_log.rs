@@ -295,19 +295,27 @@ fn text_value(line: &mut String, v: &str) {
 /// A JSON string literal.
 fn json_string(line: &mut String, v: &str) {
     line.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => line.push_str("\\\""),
-            '\\' => line.push_str("\\\\"),
-            '\n' => line.push_str("\\n"),
-            '\r' => line.push_str("\\r"),
-            '\t' => line.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(line, "\\u{:04x}", c as u32);
-            }
-            c => line.push(c),
+    // Runs that need no escape (nearly every value) are copied whole.
+    let mut run = 0;
+    for (i, b) in v.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f | 0x7f => "",
+            _ => continue,
+        };
+        line.push_str(&v[run..i]);
+        if escape.is_empty() {
+            let _ = write!(line, "\\u{b:04x}");
+        } else {
+            line.push_str(escape);
         }
+        run = i + 1;
     }
+    line.push_str(&v[run..]);
     line.push('"');
 }
 
@@ -355,6 +363,24 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_escape_what_json_requires_and_parse_back() {
+        for v in [
+            "",
+            "plain/path",
+            "quote \" and \\ back",
+            "tab\tnew\nline\rcr",
+            "\u{1}\u{1f}\u{7f} ctl",
+            "ünïcødé ✓ \"mixed\"\n",
+        ] {
+            let mut line = String::new();
+            json_string(&mut line, v);
+            assert!(!line.bytes().any(|b| b < 0x20 || b == 0x7f), "{line:?}");
+            let back: String = serde_json::from_str(&line).unwrap();
+            assert_eq!(back, v);
+        }
+    }
 
     fn record(format: LogFormat) -> Record {
         Record {
