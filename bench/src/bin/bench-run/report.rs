@@ -309,10 +309,11 @@ pub fn render(
         w,
         "Written by `bench/run.sh` (bench/src/bin/bench-run); rerun it to replace this file.\n"
     );
-    if o.quick || o.duration < 3.0 {
+    // Shorter cells than the default (2 s) are a smoke run, `--quick` or not.
+    if o.quick || o.duration < 2.0 {
         let _ = writeln!(
             w,
-            "> **Smoke run** (`--quick`: {} s per cell after {} s of warm-up). Figures this short are rough; \
+            "> **Smoke run** ({} s per cell after {} s of warm-up). Figures this short are rough; \
              use the full run for decisions.\n",
             o.duration, o.warmup
         );
