@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderValue, Method, Uri};
+use http::Method;
 use prometheus::IntCounter;
 
 use super::methods::{code_name, split_path};
@@ -30,13 +30,15 @@ const BATCH: usize = 1024;
 pub(crate) struct Record {
     pub(crate) format: LogFormat,
     pub(crate) time: SystemTime,
-    pub(crate) request_id: HeaderValue,
+    /// Text copied out of the request (request id, path, user agent): a record must not hold
+    /// on to the caller connection's read buffer while it waits for the writer.
+    pub(crate) request_id: Box<str>,
     pub(crate) peer: SocketAddr,
     pub(crate) client_ip: IpAddr,
     pub(crate) listener: Arc<str>,
     pub(crate) protocol: &'static str,
     pub(crate) http_method: Method,
-    pub(crate) uri: Uri,
+    pub(crate) path: Box<str>,
     /// The `/package.Service/Method` when it differs from the URI path.
     pub(crate) rpc_path: Option<Arc<str>>,
     pub(crate) code: Option<Code>,
@@ -46,7 +48,7 @@ pub(crate) struct Record {
     pub(crate) bytes_out: u64,
     pub(crate) upstream: Option<Arc<str>>,
     pub(crate) endpoint: Option<Arc<str>>,
-    pub(crate) user_agent: Option<HeaderValue>,
+    pub(crate) user_agent: Option<Box<str>>,
 }
 
 /// The queue to the writer thread, started on first use and kept for the life of the process
@@ -165,7 +167,7 @@ pub(crate) fn format(r: &Record, line: &mut String) {
 
 fn format_with(r: &Record, line: &mut String, clock: &mut Clock) {
     line.clear();
-    let path = r.uri.path();
+    let path = &*r.path;
     let rpc = r.rpc_path.as_deref().unwrap_or(path);
     let (service, method) = if r.protocol == "http" {
         (None, None)
@@ -186,18 +188,13 @@ fn format_with(r: &Record, line: &mut String, clock: &mut Clock) {
     };
     let duration_ms = r.duration.as_secs_f64() * 1000.0;
     let code = r.code.map(code_name);
-    let user_agent = r
-        .user_agent
-        .as_ref()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()));
-    let request_id = String::from_utf8_lossy(r.request_id.as_bytes());
     let mut w = match r.format {
         LogFormat::Json => Fields::Json { first: true },
         LogFormat::Text => Fields::Text { first: true },
     };
     w.open(line);
     w.str(line, "time", Some(&time));
-    w.str(line, "request_id", Some(&request_id));
+    w.str(line, "request_id", Some(&r.request_id));
     w.str(line, "peer", Some(&peer));
     w.str(line, "listener", Some(&r.listener));
     w.str(line, "protocol", Some(r.protocol));
@@ -212,7 +209,7 @@ fn format_with(r: &Record, line: &mut String, clock: &mut Clock) {
     w.num(line, "bytes_out", r.bytes_out);
     w.str(line, "upstream", r.upstream.as_deref());
     w.str(line, "endpoint", r.endpoint.as_deref());
-    w.str(line, "user_agent", user_agent.as_deref());
+    w.str(line, "user_agent", r.user_agent.as_deref());
     w.close(line);
 }
 
@@ -386,13 +383,13 @@ mod tests {
         Record {
             format,
             time: UNIX_EPOCH + Duration::from_millis(1_714_566_896_789),
-            request_id: HeaderValue::from_static("abc-1"),
+            request_id: "abc-1".into(),
             peer: "127.0.0.1:5000".parse().unwrap(),
             client_ip: "127.0.0.1".parse().unwrap(),
             listener: Arc::from("main"),
             protocol: "grpc_web",
             http_method: Method::POST,
-            uri: Uri::from_static("/a.b.Svc/Do"),
+            path: "/a.b.Svc/Do".into(),
             rpc_path: None,
             code: Some(Code::Unavailable),
             http_status: 200,
@@ -401,7 +398,7 @@ mod tests {
             bytes_out: 34,
             upstream: Some(Arc::from("backend")),
             endpoint: None,
-            user_agent: Some(HeaderValue::from_static("grpc-web-javascript/0.1 \"x\"")),
+            user_agent: Some("grpc-web-javascript/0.1 \"x\"".into()),
         }
     }
 

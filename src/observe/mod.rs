@@ -146,13 +146,13 @@ impl Observer {
             let record = access_log::Record {
                 format,
                 time: ctx.wall,
-                request_id: ctx.request_id.clone(),
+                request_id: String::from_utf8_lossy(ctx.request_id.as_bytes()).into(),
                 peer: ctx.conn.peer,
                 client_ip: ctx.client_ip,
                 listener: ctx.conn.listener.clone(),
                 protocol: ctx.protocol().label(),
                 http_method: ctx.http_method.clone(),
-                uri: ctx.uri.clone(),
+                path: ctx.uri.path().into(),
                 rpc_path: ctx.rpc_path.get().cloned(),
                 code: code.filter(|_| ctx.protocol() != CallProtocol::Http),
                 http_status: ctx.http_status(),
@@ -161,7 +161,10 @@ impl Observer {
                 bytes_out,
                 upstream: ctx.upstream.get().cloned(),
                 endpoint: ctx.endpoint.get().cloned(),
-                user_agent: ctx.user_agent.clone(),
+                user_agent: ctx
+                    .user_agent
+                    .as_ref()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into()),
             };
             access_log::log(record, &self.metrics.access_log_dropped);
         }
