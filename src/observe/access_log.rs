@@ -177,25 +177,26 @@ fn format_with(r: &Record, line: &mut String, clock: &mut Clock) {
             None => (None, None),
         }
     };
-    let mut time = String::with_capacity(24);
-    clock.write(r.time, &mut time);
-    // The caller's address: the TCP peer, or the client named by trusted proxies.
-    let mut peer = String::with_capacity(48);
-    let _ = if r.client_ip == r.peer.ip() {
-        write!(peer, "{}", r.peer)
-    } else {
-        write!(peer, "{}", r.client_ip)
-    };
-    let duration_ms = r.duration.as_secs_f64() * 1000.0;
+    // Milliseconds with three decimals, from whole microseconds (rounded): no float formatting.
+    let micros = (r.duration.as_nanos() + 500) / 1000;
     let code = r.code.map(code_name);
     let mut w = match r.format {
         LogFormat::Json => Fields::Json { first: true },
         LogFormat::Text => Fields::Text { first: true },
     };
     w.open(line);
-    w.str(line, "time", Some(&time));
+    w.key(line, "time");
+    w.quoted(line, |line| clock.write(r.time, line));
     w.str(line, "request_id", Some(&r.request_id));
-    w.str(line, "peer", Some(&peer));
+    // The caller's address: the TCP peer, or the client named by trusted proxies.
+    w.key(line, "peer");
+    w.quoted(line, |line| {
+        let _ = if r.client_ip == r.peer.ip() {
+            write!(line, "{}", r.peer)
+        } else {
+            write!(line, "{}", r.client_ip)
+        };
+    });
     w.str(line, "listener", Some(&r.listener));
     w.str(line, "protocol", Some(r.protocol));
     w.str(line, "http_method", Some(r.http_method.as_str()));
@@ -204,7 +205,11 @@ fn format_with(r: &Record, line: &mut String, clock: &mut Clock) {
     w.str(line, "grpc_method", method);
     w.str(line, "grpc_code", code);
     w.num(line, "http_status", u64::from(r.http_status));
-    w.raw(line, "duration_ms", format_args!("{duration_ms:.3}"));
+    w.raw(
+        line,
+        "duration_ms",
+        format_args!("{}.{:03}", micros / 1000, micros % 1000),
+    );
     w.num(line, "bytes_in", r.bytes_in);
     w.num(line, "bytes_out", r.bytes_out);
     w.str(line, "upstream", r.upstream.as_deref());
@@ -263,6 +268,19 @@ impl Fields {
             (Fields::Json { .. }, None) => line.push_str("null"),
             (Fields::Text { .. }, Some(v)) => text_value(line, v),
             (Fields::Json { .. }, Some(v)) => json_string(line, v),
+        }
+    }
+
+    /// A value that never needs escaping or quoting in logfmt (a time, an address), written
+    /// straight into the line: quoted in JSON, bare in text.
+    fn quoted(&self, line: &mut String, write: impl FnOnce(&mut String)) {
+        let json = matches!(self, Fields::Json { .. });
+        if json {
+            line.push('"');
+        }
+        write(line);
+        if json {
+            line.push('"');
         }
     }
 
