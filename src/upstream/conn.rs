@@ -273,10 +273,14 @@ pub(crate) struct Failed {
 
 impl Failed {
     /// Whether the upstream provably did not process the stream: refused it, or announced
-    /// (GOAWAY) that it stopped taking streams before this one.
+    /// (GOAWAY) that it stopped taking streams before this one. A stream that meets the
+    /// connection already shutting down cleanly (a GOAWAY without error, which h2 reports as
+    /// its own once the peer's has been handled) was not taken either: streams the peer did
+    /// take are let finish before a clean shutdown ends the connection.
     pub(crate) fn never_processed(&self) -> bool {
         let e = &self.error;
-        e.is_remote() && (e.is_go_away() || e.reason() == Some(Reason::REFUSED_STREAM))
+        (e.is_remote() && (e.is_go_away() || e.reason() == Some(Reason::REFUSED_STREAM)))
+            || (e.is_go_away() && e.reason() == Some(Reason::NO_ERROR))
     }
 }
 
