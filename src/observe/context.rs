@@ -101,6 +101,8 @@ pub(crate) struct ConnInfo {
     opened: Instant,
     /// What stays taken while this lives (see [`ConnInfo::hold`]).
     held: OnceLock<Held>,
+    /// `peer` as text, made once for the access log of the connection's calls.
+    peer_text: OnceLock<Box<str>>,
 }
 
 /// Something kept alive with a connection's info.
@@ -134,7 +136,13 @@ impl ConnInfo {
             idle_since_ms: AtomicU64::new(0),
             opened: Instant::now(),
             held: OnceLock::new(),
+            peer_text: OnceLock::new(),
         }
+    }
+
+    /// The TCP peer as `ip:port`.
+    pub(crate) fn peer_text(&self) -> &str {
+        self.peer_text.get_or_init(|| self.peer.to_string().into())
     }
 
     /// Keeps `guard` until the connection's info is dropped: after its HTTP server and its
