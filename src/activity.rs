@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-/// Notes that a call was made or a connection closed. A load first: while the flag is set, calls only read the
-/// shared cache line and do not bounce it between cores.
+/// Notes that a call was made or a connection closed. A load first: while the flag is set,
+/// calls only read the shared cache line and do not bounce it between cores.
 pub(crate) fn mark() {
     if !ACTIVE.load(Ordering::Relaxed) {
         ACTIVE.store(true, Ordering::Relaxed);

@@ -156,9 +156,8 @@ impl Clock {
             self.prefix = seconds(self.secs);
         }
         out.push_str(&self.prefix);
-        // `.789Z`: 1000 + millis, its leading 1 dropped, keeps the zeros.
         out.push('.');
-        out.push_str(&itoa::Buffer::new().format(1000 + since.subsec_millis())[1..]);
+        push_thousandths(out, since.subsec_millis());
         out.push('Z');
     }
 }
@@ -213,8 +212,7 @@ fn format_with(r: &Record, line: &mut String, clock: &mut Clock) {
     let millis = u64::try_from(micros / 1000).unwrap_or(u64::MAX);
     line.push_str(itoa::Buffer::new().format(millis));
     line.push('.');
-    let frac = (micros % 1000) as u16;
-    line.push_str(&itoa::Buffer::new().format(1000 + frac)[1..]);
+    push_thousandths(line, (micros % 1000) as u32);
     w.num(line, "bytes_in", r.bytes_in);
     w.num(line, "bytes_out", r.bytes_out);
     w.str(line, "upstream", r.upstream.as_deref());
@@ -306,6 +304,12 @@ fn text_value(line: &mut String, v: &str) {
     } else {
         json_string(line, v);
     }
+}
+
+/// `n` (below 1000) as three digits, zeros kept: `007`.
+fn push_thousandths(line: &mut String, n: u32) {
+    // The digits of 1000 + n without the leading 1.
+    line.push_str(&itoa::Buffer::new().format(1000 + n % 1000)[1..]);
 }
 
 /// A JSON string literal.
