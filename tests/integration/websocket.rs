@@ -409,11 +409,7 @@ async fn disabled_transport_and_other_websockets_are_refused() {
 #[tokio::test]
 async fn route_auth_and_rate_limits_read_the_first_message_metadata() {
     let backend = spawn_backend().await;
-    let hash: String = ring::digest::digest(&ring::digest::SHA256, b"key-alice")
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = support::jwt::api_key_hash("key-alice");
     let yaml = one_upstream_yaml(
         &backend.url,
         &[],

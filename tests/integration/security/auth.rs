@@ -271,13 +271,7 @@ async fn tokens_from_a_header_or_a_cookie() {
 #[tokio::test]
 async fn api_keys_inline_and_from_a_file() {
     let dir = temp_dir("auth-apikey");
-    let sha = |k: &str| -> String {
-        ring::digest::digest(&ring::digest::SHA256, k.as_bytes())
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
+    let sha = crate::support::jwt::api_key_hash;
     let file = write_file(&dir, "keys.txt", &format!("# team b\n{}\n", sha("key-bob")));
     let backend = spawn_backend().await;
     let proxy = spawn_proxy_yaml(&format!(

@@ -105,13 +105,7 @@ async fn clients_behind_a_trusted_proxy_have_their_own_buckets() {
 #[tokio::test]
 async fn buckets_keyed_by_api_key_and_by_header() {
     let backend = spawn_backend().await;
-    let sha = |k: &str| -> String {
-        ring::digest::digest(&ring::digest::SHA256, k.as_bytes())
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
+    let sha = crate::support::jwt::api_key_hash;
     let auth = format!(
         "    auth: {{ api_key: {{ keys: [\"{}\", \"{}\"] }} }}",
         sha("key-a"),

@@ -245,3 +245,12 @@ impl JwksServer {
         *self.document.lock().unwrap() = document;
     }
 }
+
+/// An API key as the config lists it: the hex SHA-256 of the key.
+pub(crate) fn api_key_hash(key: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, key.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
