@@ -36,3 +36,9 @@ pub mod fuzz;
 pub mod healthcheck;
 
 pub use server::{spawn, Running};
+
+/// The access log's hooks for the binary's runtime: a worker hands its batch of lines to the
+/// writer before it parks, and what is still queued is written before the process exits.
+pub mod access_log {
+    pub use crate::observe::access_log::{flush as flush_all, flush_thread as on_worker_park};
+}

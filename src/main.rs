@@ -66,6 +66,7 @@ fn runtime() -> std::io::Result<(tokio::runtime::Runtime, usize)> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
+        .on_thread_park(switchboard::access_log::on_worker_park)
         .enable_all()
         .build()?;
     Ok((rt, workers))
@@ -137,7 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
     };
     let (runtime, workers) = runtime()?;
-    runtime.block_on(async {
+    let ran = runtime.block_on(async {
         tokio::spawn(collect_after_calls(workers));
         let stop = shutdown_signal();
         // Before anything is bound: from the first "listening" line on, SIGHUP reloads and
@@ -154,7 +155,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!("shutting down: draining open calls");
         control.drain().await;
         Ok(())
-    })
+    });
+    // The workers hand over their last access log lines as they stop; then they are written.
+    drop(runtime);
+    switchboard::access_log::flush_all();
+    ran
 }
 
 /// Listens for SIGHUP from now on (none where there are no signals, or it cannot be had).

@@ -20,6 +20,10 @@ use super::context::CallProtocol;
 use super::metrics::Metrics;
 use crate::protocol::grpc::Code;
 
+/// The table's maps: a fast hasher (keys are looked up on every call; they are only names of
+/// methods shown to exist, so a caller cannot fill them with colliding keys).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The shared label value of calls whose method is not counted by name.
 pub(crate) const UNKNOWN: &str = "unknown";
 
@@ -80,13 +84,21 @@ impl GrpcType {
 /// Splits `/package.Service/Method` into service and method; none for any other shape.
 pub(crate) fn split_path(path: &str) -> Option<(&str, &str)> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-    };
+    let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| NAME_BYTES[usize::from(b)]);
     (ok(service) && ok(method)).then_some((service, method))
 }
+
+/// The bytes of a service or method name.
+static NAME_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'.';
+        b += 1;
+    }
+    t
+};
 
 /// The series of one method of one upstream (or of its `unknown` calls).
 #[derive(Debug)]
@@ -96,6 +108,8 @@ pub(crate) struct MethodSeries {
     method: Box<str>,
     /// The method's kind as far as known; a protocol's series take it when first made.
     grpc_type: AtomicU8,
+    /// Whether this is a method's own series (not its upstream's `unknown` one).
+    named: bool,
     by_protocol: [OnceLock<ProtocolSeries>; CallProtocol::COUNT],
 }
 
@@ -117,8 +131,14 @@ impl MethodSeries {
             service: service.into(),
             method: method.into(),
             grpc_type: AtomicU8::new(grpc_type as u8),
+            named: !(service == UNKNOWN && method == UNKNOWN),
             by_protocol: Default::default(),
         }
+    }
+
+    /// The method's service and name, when this is its own series.
+    pub(crate) fn names(&self) -> Option<(&str, &str)> {
+        self.named.then_some((&*self.service, &*self.method))
     }
 
     /// Learns the method's kind from a call that knows it (a schema, a Connect unary call).
@@ -210,7 +230,7 @@ impl ProtocolSeries {
 #[derive(Debug)]
 struct UpstreamMethods {
     unknown: Arc<MethodSeries>,
-    methods: ArcSwap<HashMap<Box<str>, Arc<MethodSeries>>>,
+    methods: ArcSwap<Map<Box<str>, Arc<MethodSeries>>>,
     adding: Mutex<()>,
     /// Whether reaching the cap was logged.
     full_logged: AtomicBool,
@@ -219,7 +239,7 @@ struct UpstreamMethods {
 /// Known methods per upstream name (the empty name: calls no route matched).
 #[derive(Debug, Default)]
 pub(crate) struct MethodTable {
-    upstreams: ArcSwap<HashMap<Arc<str>, Arc<UpstreamMethods>>>,
+    upstreams: ArcSwap<Map<Arc<str>, Arc<UpstreamMethods>>>,
     adding: Mutex<()>,
 }
 

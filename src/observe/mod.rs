@@ -21,12 +21,13 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 
 pub(crate) use context::{CallContext, CallProtocol, ConnInfo};
 pub(crate) use metrics::Metrics;
 
-use self::methods::GrpcType;
+use self::methods::{GrpcType, MethodSeries};
 use self::trace::{SpanEnd, SpanSlot, TraceIds, Tracer};
 use crate::body::{BoxBody, BoxError};
 use crate::config::{Config, LogFormat};
@@ -83,9 +84,10 @@ impl Observer {
         self.tracer.begin(headers, start, path)
     }
 
-    /// Sends queued spans (at shutdown).
+    /// Sends queued spans and writes queued access log lines (at shutdown).
     pub(crate) fn flush(&self) {
         self.tracer.flush();
+        access_log::flush();
     }
 
     /// A call was classified (and routed, when a route matched): counted as in flight, and as
@@ -133,39 +135,40 @@ impl Observer {
         });
         let bytes_in = ctx.bytes_in.load(Ordering::Relaxed);
         let bytes_out = ctx.bytes_out.load(Ordering::Relaxed);
-        if self.record && ctx.observed.load(Ordering::Relaxed) {
+        let series = (self.record && ctx.observed.load(Ordering::Relaxed)).then(|| {
             self.count(
                 ctx,
                 code.unwrap_or(Code::Unknown),
                 duration.as_secs_f64(),
                 bytes_in,
                 bytes_out,
-            );
-        }
+            )
+        });
         if let Some(format) = self.access_log {
-            let record = access_log::Record {
+            let line = access_log::Line {
                 format,
                 time: ctx.wall,
-                request_id: String::from_utf8_lossy(ctx.request_id.as_bytes()).into(),
-                conn: ctx.conn.clone(),
+                request_id: ctx.request_id.as_bytes(),
+                conn: &ctx.conn,
                 client_ip: ctx.client_ip,
                 protocol: ctx.protocol().label(),
-                http_method: ctx.http_method.clone(),
-                path: ctx.uri.path().into(),
-                rpc_path: ctx.rpc_path.get().cloned(),
+                http_method: ctx.http_method.as_str(),
+                path: ctx.uri.path(),
+                // The metrics' series knows them already; otherwise split the path.
+                names: series
+                    .as_deref()
+                    .and_then(MethodSeries::names)
+                    .or_else(|| methods::split_path(ctx.rpc_path())),
                 code: code.filter(|_| ctx.protocol() != CallProtocol::Http),
                 http_status: ctx.http_status(),
                 duration,
                 bytes_in,
                 bytes_out,
-                upstream: ctx.upstream.get().cloned(),
-                endpoint: ctx.endpoint.get().cloned(),
-                user_agent: ctx
-                    .user_agent
-                    .as_ref()
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into()),
+                upstream: ctx.upstream.get().map(|u| &**u),
+                endpoint: ctx.endpoint.get().map(|e| &**e),
+                user_agent: ctx.user_agent.as_ref().map(HeaderValue::as_bytes),
             };
-            access_log::log(record, &self.metrics.access_log_dropped);
+            access_log::log(&line, &self.metrics.access_log_dropped);
         }
         if let Some(span) = span {
             span.end(SpanEnd {
@@ -182,7 +185,15 @@ impl Observer {
         }
     }
 
-    fn count(&self, ctx: &CallContext, code: Code, seconds: f64, bytes_in: u64, bytes_out: u64) {
+    /// Counts a finished call; returns the method's series.
+    fn count(
+        &self,
+        ctx: &CallContext,
+        code: Code,
+        seconds: f64,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) -> Arc<MethodSeries> {
         let m = &self.metrics;
         let protocol = ctx.protocol();
         m.in_flight(protocol).dec();
@@ -216,6 +227,7 @@ impl Observer {
         if ctx.transcoding_failed() {
             m.transcoding_error(upstream);
         }
+        series
     }
 }
 

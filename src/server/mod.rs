@@ -277,7 +277,7 @@ impl Control {
         for h in handles {
             h.join().await;
         }
-        // Spans still queued for export go out before the process exits.
+        // Spans and log lines still queued go out before the process exits.
         let current = self.shared.current.load_full();
         let _ = tokio::task::spawn_blocking(move || current.observer().flush()).await;
     }
