@@ -562,7 +562,8 @@ async fn sample_after(a: &Args, out: &mut Output) {
         if i == 4 {
             out.rss_closed_kib = now.clone();
         }
-        out.rss_after_kib.push(now.get("proxy").copied().unwrap_or(0));
+        out.rss_after_kib
+            .push(now.get("proxy").copied().unwrap_or(0));
     }
 }
 
@@ -573,7 +574,9 @@ async fn burst_h1(a: &Args, out: &mut Output) -> Result<(), String> {
     let call = call_for(a, Rpc::Unary);
     // One connection first, so the proxy's upstream connection exists before the baseline.
     let first = connect(&a.target, true).await?;
-    call.run(&first, |_| true).await.map_err(|e| format!("warm-up call: {e}"))?;
+    call.run(&first, |_| true)
+        .await
+        .map_err(|e| format!("warm-up call: {e}"))?;
     drop(first);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     out.rss_before_kib = rss_now(&a.pids);

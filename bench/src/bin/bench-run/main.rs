@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! bench-run --switchboard ../target/release/switchboard [--quick] [--only ID,ID]
-//!           [--workloads unary,stream,idle,h2load] [--no-pin] [--out FILE]
+//!           [--workloads unary,paired,stream,idle,h2load] [--no-pin] [--out FILE]
 //! ```
 
 mod jwt;
+mod paired;
 mod report;
 
 use std::io::Write as _;
@@ -351,9 +352,18 @@ fn parse_opts() -> Result<Opts, String> {
         quick: false,
         out: bench_dir.join("RESULTS.md"),
         only: None,
-        workloads: ["unary", "stream", "stream-apart", "idle", "burst", "h2load", "bidi"]
-            .map(String::from)
-            .to_vec(),
+        workloads: [
+            "unary",
+            "paired",
+            "stream",
+            "stream-apart",
+            "idle",
+            "burst",
+            "h2load",
+            "bidi",
+        ]
+        .map(String::from)
+        .to_vec(),
         switchboard: bench_dir.join("../target/release/switchboard"),
         pin: true,
         load_core: 0,
@@ -648,50 +658,74 @@ impl Env {
 
     /// Runs `bench-load` (pinned to the load core) and parses its JSON.
     fn load(&mut self, args: Vec<String>, limit: Duration) -> (LoadOut, String) {
-        let (mut cmd, line) = self.command(self.opts.load_core, &bin("bench-load"), &args);
-        let mut out = LoadOut::default();
+        let (child, line) = self.spawn_load(&args);
+        (collect_load(child, Instant::now() + limit), line)
+    }
+
+    /// Runs two `bench-load`s at the same time (both pinned to the load core), each against
+    /// its own target, and parses both results.
+    fn load_together(
+        &mut self,
+        a: Vec<String>,
+        b: Vec<String>,
+        limit: Duration,
+    ) -> ((LoadOut, String), (LoadOut, String)) {
+        let (ca, la) = self.spawn_load(&a);
+        let (cb, lb) = self.spawn_load(&b);
+        let deadline = Instant::now() + limit;
+        (
+            (collect_load(ca, deadline), la),
+            (collect_load(cb, deadline), lb),
+        )
+    }
+
+    fn spawn_load(&mut self, args: &[String]) -> (Result<Child, String>, String) {
+        let (mut cmd, line) = self.command(self.opts.load_core, &bin("bench-load"), args);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn();
-        let mut child = match child {
-            Ok(c) => c,
-            Err(e) => {
-                out.error = Some(format!("cannot start bench-load: {e}"));
-                return (out, line);
-            }
-        };
-        let deadline = Instant::now() + limit;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    out.error = Some(format!("bench-load did not finish within {limit:?}"));
-                    return (out, line);
-                }
-            }
-        }
-        let output = child.wait_with_output();
-        match output {
-            Ok(o) => match serde_json::from_slice::<LoadOut>(&o.stdout) {
-                Ok(parsed) => out = parsed,
-                Err(e) => {
-                    out.error = Some(format!(
-                        "bench-load printed no result ({e}): {}",
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ))
-                }
-            },
-            Err(e) => out.error = Some(e.to_string()),
-        }
-        (out, line)
+            .spawn()
+            .map_err(|e| format!("cannot start bench-load: {e}"));
+        (child, line)
     }
+}
+
+/// Waits for a `bench-load` (killed at `deadline`) and parses its JSON.
+fn collect_load(child: Result<Child, String>, deadline: Instant) -> LoadOut {
+    let mut out = LoadOut::default();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            out.error = Some(e);
+            return out;
+        }
+    };
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                out.error = Some("bench-load did not finish in time".into());
+                return out;
+            }
+        }
+    }
+    match child.wait_with_output() {
+        Ok(o) => match serde_json::from_slice::<LoadOut>(&o.stdout) {
+            Ok(parsed) => out = parsed,
+            Err(e) => {
+                out.error = Some(format!(
+                    "bench-load printed no result ({e}): {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+        },
+        Err(e) => out.error = Some(e.to_string()),
+    }
+    out
 }
 
 /// Children get SIGKILL when bench-run dies, however it dies, so no server outlives a run.
@@ -991,6 +1025,11 @@ fn run(opts: Opts) -> Result<(), String> {
             }
         }
     }
+    let paired = if wants("paired") {
+        paired::measure(&mut env, &servers, &variants)
+    } else {
+        Vec::new()
+    };
     if wants("stream") {
         cells.extend(measure_streams(&mut env, &servers, &matrix, "stream")?);
     }
@@ -1109,6 +1148,7 @@ fn run(opts: Opts) -> Result<(), String> {
         &variants,
         &skipped,
         &cells,
+        &paired,
         elapsed,
     );
     std::fs::write(&env.opts.out, md)
