@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Switchboard's benchmark harness, in one command:
 #
-#   bench/run.sh            full run, ~16 minutes: every variant, every workload, 2 rounds
+#   bench/run.sh            full run, ~21 minutes: every variant, every workload, 2 rounds
 #   bench/run.sh --quick    smoke run, ~3 minutes (0.8 s per cell, one round)
 #   bench/run.sh --help     options: --only VARIANTS, --workloads, --duration, --no-pin, ...
 #
