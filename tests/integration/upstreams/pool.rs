@@ -30,7 +30,9 @@ async fn surplus_connections_close_after_a_burst() {
         calls.push(tokio::spawn(async move {
             let mut caller = Caller::at(&url).await;
             let mut msg = echo(&format!("burst {i}"));
-            msg.delay_ms = 1500;
+            // Held long enough that the first calls are still open when the last callers have
+            // connected, even on a busy machine (the pool grows at 200 streams on a connection).
+            msg.delay_ms = 4000;
             caller.unary(msg, Duration::from_secs(30)).await.is_ok()
         }));
     }
