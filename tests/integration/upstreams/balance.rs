@@ -50,6 +50,17 @@ async fn least_request_sends_new_calls_to_the_less_busy_endpoint() {
         assert!(held.len() < 100, "calls never reached the hanging endpoint");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Calls spawned before the first one was seen there may still be on their way (two picked
+    // at once between two idle endpoints): wait until every held call has either finished (on
+    // the quick endpoint) or reached the hanging one.
+    let settle = tokio::time::Instant::now() + GUARD;
+    while held.iter().filter(|h| !h.is_finished()).count() != hanging.requests.get() {
+        assert!(
+            tokio::time::Instant::now() < settle,
+            "held calls neither finished nor reached the hanging endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let on_hanging = hanging.requests.get();
     let mut caller = Caller::new(&proxy).await;
     for _ in 0..20 {
