@@ -418,12 +418,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn json_lines_have_every_key() {
+    /// The test record's line in `format`.
+    fn line_of(format: LogFormat) -> String {
         let conn = conn();
         let mut line = Vec::new();
-        format(&record(LogFormat::Json, &conn), &mut line);
-        let line = String::from_utf8(line).unwrap();
+        super::format(&record(format, &conn), &mut line);
+        String::from_utf8(line).unwrap()
+    }
+
+    #[test]
+    fn json_lines_have_every_key() {
+        let line = line_of(LogFormat::Json);
         assert!(line.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -460,10 +465,7 @@ mod tests {
 
     #[test]
     fn text_lines_quote_what_needs_it() {
-        let conn = conn();
-        let mut line = Vec::new();
-        format(&record(LogFormat::Text, &conn), &mut line);
-        let line = String::from_utf8(line).unwrap();
+        let line = line_of(LogFormat::Text);
         assert!(
             line.starts_with("time=2024-05-01T12:34:56.789Z request_id=abc-1 peer=127.0.0.1:5000 listener=main protocol=grpc_web http_method=POST path=/a.b.Svc/Do grpc_service=a.b.Svc grpc_method=Do grpc_code=UNAVAILABLE http_status=200 duration_ms=1.500 bytes_in=12 bytes_out=34 upstream=backend endpoint=- "),
             "{line}"

@@ -691,6 +691,21 @@ impl Env {
     }
 }
 
+/// Waits for `child` to exit; kills it (false) when it is still running at `deadline`.
+fn exits_by(child: &mut Child, deadline: Instant) -> bool {
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+}
+
 /// Waits for a `bench-load` (killed at `deadline`) and parses its JSON.
 fn collect_load(child: Result<Child, String>, deadline: Instant) -> LoadOut {
     let mut out = LoadOut::default();
@@ -701,17 +716,9 @@ fn collect_load(child: Result<Child, String>, deadline: Instant) -> LoadOut {
             return out;
         }
     };
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                out.error = Some("bench-load did not finish in time".into());
-                return out;
-            }
-        }
+    if !exits_by(&mut child, deadline) {
+        out.error = Some("bench-load did not finish in time".into());
+        return out;
     }
     match child.wait_with_output() {
         Ok(o) => match serde_json::from_slice::<LoadOut>(&o.stdout) {
@@ -1471,16 +1478,8 @@ fn h2load(env: &mut Env, v: &Variant, port: u16, body: &Path) -> (Option<f64>, S
     };
     let deadline =
         Instant::now() + Duration::from_secs_f64(o.duration.max(1.0) + o.warmup.max(1.0) + 30.0);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return (None, line);
-            }
-        }
+    if !exits_by(&mut child, deadline) {
+        return (None, line);
     }
     let text = child
         .wait_with_output()
