@@ -276,6 +276,11 @@ impl Pool {
     }
 }
 
+/// A caller that gives up this close to its deadline while waiting for a connect timed out.
+/// Callers enforce their deadline too (grpc-go, tonic, grpc-js), and their clock started before
+/// the request reached the proxy, so their cancel arrives a little before the proxy's timer.
+const DEADLINE_GRACE: Duration = Duration::from_millis(25);
+
 /// A caller waiting for a connect: if its deadline passes first, the endpoint failed it.
 struct Waiting<'a> {
     ep: &'a Arc<Endpoint>,
@@ -287,7 +292,7 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let expired = self
             .deadline
-            .is_some_and(|d| Instant::now() + Duration::from_millis(1) >= d);
+            .is_some_and(|d| Instant::now() + DEADLINE_GRACE >= d);
         if !self.done && expired {
             self.ep.failed(Failure::Silent);
         }

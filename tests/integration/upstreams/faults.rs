@@ -190,9 +190,37 @@ async fn calls_that_time_out_waiting_for_a_handshake_eject_the_endpoint() {
     let proxy = spawn_proxy_yaml(&yaml).await;
     let mut caller = Caller::new(&proxy).await;
     let start = Instant::now();
-    let (failures, last) = traffic(&mut caller, 40, Duration::from_millis(300), start).await;
+    let (failures, last) = traffic(&mut caller, 40, Duration::from_millis(500), start).await;
     assert!(failures <= 3, "{failures} calls failed");
     report("endpoint that never handshakes (last failed call)", last);
-    let (later, _) = traffic(&mut caller, 20, Duration::from_millis(300), start).await;
+    let (later, _) = traffic(&mut caller, 20, Duration::from_millis(500), start).await;
     assert_eq!(later, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_cancel_just_before_their_deadline_eject_the_endpoint_too() {
+    // Clients enforce their deadline themselves and their clock starts before the proxy's, so
+    // a caller's cancel reaches the proxy a little before the proxy's own timer fires.
+    let good = spawn_backend().await;
+    let silent = Relay::start(closed_port()).await;
+    silent.black_hole(true);
+    let yaml = config(
+        &[&good.url, &silent.url],
+        &["outlier: { consecutive_failures: 3, base_ejection: 30s }"],
+        &[],
+    );
+    let proxy = spawn_proxy_yaml(&yaml).await;
+    let mut caller = Caller::new(&proxy).await;
+    let mut failures = 0;
+    for _ in 0..30 {
+        let mut req = tonic::Request::new(echo("hi"));
+        req.set_timeout(Duration::from_millis(400));
+        // The caller gives up 10 ms before the deadline it sent.
+        let call = caller.client.unary(req);
+        match tokio::time::timeout(Duration::from_millis(390), call).await {
+            Ok(Ok(_)) => {}
+            _ => failures += 1,
+        }
+    }
+    assert!(failures <= 3, "{failures} calls failed");
 }
