@@ -79,11 +79,7 @@ impl Future for Pipe {
             if cancelled {
                 this.send.send_reset(CUT_SHORT);
             }
-            if this.capture.as_ref().is_some_and(Capture::wanted) {
-                this.draining = true;
-                return this.drain(cx);
-            }
-            return Poll::Ready(());
+            return this.stop(cx);
         }
         loop {
             if let Some((data, end)) = this.pending.take() {
@@ -95,15 +91,19 @@ impl Future for Pipe {
                             return Poll::Pending;
                         }
                         Poll::Ready(Some(Ok(_))) => {}
-                        Poll::Ready(_) => return Poll::Ready(()),
+                        Poll::Ready(_) => return this.stop(cx),
                     }
                     if this.send.capacity() == 0 {
                         this.pending = Some((data, end));
                         continue;
                     }
                 }
-                if this.send.send_data(data, end).is_err() || end {
+                if end {
+                    let _ = this.send.send_data(data, true);
                     return Poll::Ready(());
+                }
+                if this.send.send_data(data, false).is_err() {
+                    return this.stop(cx);
                 }
             }
             let step = ready!(Pin::new(&mut this.body).poll_frame(cx));
@@ -131,6 +131,14 @@ impl Future for Pipe {
     }
 }
 
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        if let Some(c) = &self.capture {
+            c.abandon();
+        }
+    }
+}
+
 impl Pipe {
     pub(crate) fn new(
         body: BoxBody,
@@ -146,6 +154,16 @@ impl Pipe {
             capture,
             draining: false,
         }
+    }
+
+    /// The stream is over (reset, refused, its connection gone, or the call ended): the rest
+    /// of the body goes into the capture when another attempt may want it.
+    fn stop(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.capture.as_ref().is_some_and(Capture::wanted) {
+            self.draining = true;
+            return self.drain(cx);
+        }
+        Poll::Ready(())
     }
 
     /// Reads the rest of the body into the capture, for another attempt elsewhere.

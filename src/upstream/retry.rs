@@ -163,6 +163,19 @@ impl Capture {
         true
     }
 
+    /// The pipe stopped capturing: a body not whole by now never will be, so whoever waits
+    /// for it stops waiting.
+    pub(crate) fn abandon(&self) {
+        let mut p = self.lock();
+        if p.complete || p.unusable {
+            return;
+        }
+        p.unusable = true;
+        p.chunks = Chunks::Empty;
+        drop(p);
+        self.over.notify_waiters();
+    }
+
     /// The body is over (cleanly when `ok`).
     pub(crate) fn end(&self, ok: bool) {
         let mut p = self.lock();

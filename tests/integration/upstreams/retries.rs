@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use http::Method;
 use tonic::Code;
 
 use super::{config, Caller};
@@ -32,6 +33,45 @@ async fn refused_streams_are_sent_to_another_endpoint() {
             refusing.requests.get()
         );
         assert_eq!(good.state.calls.get(), 20, "{how:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_still_arriving_is_sent_elsewhere_whole() {
+    // The body's rest comes after the call was sent to an endpoint that refused it: what the
+    // proxy had piped there, and the rest, go to the other endpoint.
+    for how in [Misbehaviour::RefuseStreams, Misbehaviour::GoAwayFirst] {
+        let refusing = spawn_refusing(how).await;
+        let good = spawn_backend().await;
+        let yaml = config(
+            &[&refusing.url, &good.url],
+            &["outlier: { enabled: false }"],
+            &[],
+        );
+        let proxy = spawn_proxy_yaml(&yaml).await;
+        for i in 0..6 {
+            let mut client = Client::connect(proxy.addr, Http::H1).await;
+            let (tx, body) = streaming_body();
+            let req = request(
+                Method::POST,
+                UNARY,
+                Some(GRPC_WEB_PROTO),
+                &[("x-grpc-web", "1")],
+                body,
+            );
+            let call = tokio::spawn(async move { client.send(req).await.web().await });
+            // The message in two chunks, the second after the upstream refused the call.
+            let whole = frame(&echo(&format!("piece {i}")));
+            tx.send(whole.slice(..4)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tx.send(whole.slice(4..)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(tx);
+            let reply = guard("a call whose body ends late", call).await.unwrap();
+            assert_eq!(reply.ok_response().message, format!("piece {i}"), "{how:?}");
+        }
+        assert!(refusing.requests.get() >= 2, "{how:?}");
+        assert_eq!(good.state.calls.get(), 6, "{how:?}");
     }
 }
 
