@@ -176,7 +176,8 @@ impl UpstreamClient {
         match conn.send(req, Accounting::Call(deadline), true) {
             Ok((sending, replay)) => Either::Left(follow(sending, replay, ctx)),
             Err(refused) => Either::Right(match refused.request {
-                // The connection was found closed: the general path, which tries again.
+                // The connection was found closed or full: the general path, which tries
+                // again.
                 Some(back) => send_slow(shared.clone(), back, ctx, Some(ep.clone())),
                 None => {
                     let endpoint = Some(ep.label.clone());
@@ -309,6 +310,7 @@ fn send_slow(
         let mut chosen = chosen;
         // A connection found closed between the pick and the send gives the request back.
         let mut closed_found = 0;
+        let mut full_found = 0;
         loop {
             let picked = match chosen.take() {
                 Some(ep) => Some(ep),
@@ -353,7 +355,14 @@ fn send_slow(
             match conn.send(req, Accounting::Call(ctx.deadline), true) {
                 Ok((sending, replay)) => return follow(sending, replay, ctx).await,
                 Err(refused) => match refused.request {
-                    Some(back) if closed_found < 3 => {
+                    // Full: another caller took its last stream since the pick, so the pick
+                    // now finds another connection (or opens one, or queues where all are full).
+                    Some(back) if refused.full && full_found < 16 => {
+                        full_found += 1;
+                        req = back;
+                        chosen = Some(ep);
+                    }
+                    Some(back) if !refused.full && closed_found < 3 => {
                         closed_found += 1;
                         req = back;
                         ep.pool.forget(&conn.state);
@@ -361,7 +370,11 @@ fn send_slow(
                     }
                     _ => {
                         return Err(SendError::Unavailable {
-                            why: "the connection closed",
+                            why: if refused.full {
+                                "every connection is full"
+                            } else {
+                                "the connection closed"
+                            },
                             endpoint: Some(ep.label.clone()),
                         })
                     }

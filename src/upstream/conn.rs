@@ -30,6 +30,7 @@ use tokio::time::Instant;
 
 use super::endpoint::{Endpoint, Failure};
 use super::pipe::{send_frame, Pipe};
+use super::pool::MAX_STREAMS_PER_CONNECTION;
 use super::retry::{Capture, Chunks, Replay};
 use crate::body::BoxBody;
 
@@ -37,6 +38,9 @@ use crate::body::BoxBody;
 pub(crate) struct ConnState {
     /// Streams open on it.
     pub(crate) active: AtomicUsize,
+    /// Streams it takes at once: the peer's `SETTINGS_MAX_CONCURRENT_STREAMS`, at most
+    /// `pool::MAX_STREAMS_PER_CONNECTION`. More would wait inside h2 for a stream to end.
+    limit: AtomicUsize,
     /// The connection has ended, or takes no new stream (GOAWAY): no new stream goes there.
     closed: AtomicBool,
     /// The pool gave the connection up: its driver drops it (streams still open fail).
@@ -55,6 +59,7 @@ impl ConnState {
     pub(crate) fn new(endpoint: Arc<Endpoint>) -> ConnState {
         ConnState {
             active: AtomicUsize::new(0),
+            limit: AtomicUsize::new(MAX_STREAMS_PER_CONNECTION),
             closed: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             heard: AtomicBool::new(false),
@@ -103,6 +108,9 @@ impl ConnState {
 pub(crate) struct Connection {
     sender: SendRequest<Bytes>,
     pub(crate) state: Arc<ConnState>,
+    /// Picked knowing it is full: a call sent here waits inside h2 for one of its streams to
+    /// end (every connection the pool may open is full).
+    queue: bool,
 }
 
 /// How a stream's outcome is accounted.
@@ -116,8 +124,23 @@ pub(crate) enum Accounting {
 }
 
 impl Connection {
+    /// A connection whose handshake is done (the peer's SETTINGS are known).
     pub(crate) fn new(sender: SendRequest<Bytes>, state: Arc<ConnState>) -> Connection {
-        Connection { sender, state }
+        let conn = Connection {
+            sender,
+            state,
+            queue: false,
+        };
+        conn.refresh_limit();
+        conn
+    }
+
+    /// This connection, to be sent to even though it is full.
+    pub(crate) fn queued(&self) -> Connection {
+        Connection {
+            queue: true,
+            ..self.clone()
+        }
     }
 
     /// Whether the connection has ended (or is being given up).
@@ -125,12 +148,28 @@ impl Connection {
         self.state.is_closed()
     }
 
+    /// Streams it takes at once, as last read from the peer's settings.
+    pub(crate) fn limit(&self) -> usize {
+        self.state.limit.load(Ordering::Relaxed)
+    }
+
+    /// Reads the peer's stream limit again (it may send new SETTINGS at any time); returns it.
+    pub(crate) fn refresh_limit(&self) -> usize {
+        let limit = self
+            .sender
+            .current_max_send_streams()
+            .min(MAX_STREAMS_PER_CONNECTION);
+        self.state.limit.store(limit, Ordering::Relaxed);
+        limit
+    }
+
     /// Sends a request (its URI absolute). The headers and whatever of the body is ready are
     /// with h2 when this returns; the rest of the body follows from a task. When the body was
     /// complete, a copy of the request comes back too ([`Replay`]: the same `Bytes`, shared),
     /// so that a stream the upstream provably did not process can be sent elsewhere; with
     /// `keep`, a body still arriving is captured as it is piped, for the same purpose. The
-    /// request comes back when the connection can take no new stream.
+    /// request comes back when the connection can take no new stream, or none now: it is full
+    /// (another caller took the last stream since the pick; health checks wait instead).
     // The error hands the request back whole, to be sent elsewhere; it is rare.
     #[allow(clippy::result_large_err)]
     pub(crate) fn send(
@@ -144,11 +183,20 @@ impl Connection {
         // A fresh handle has no stream of its own waiting to open, so this only says whether
         // the connection still takes streams (not closed, no GOAWAY).
         if self.is_closed() {
-            return Err(Refused { request: Some(req) });
+            return Err(Refused::closed(req));
         }
         if let Poll::Ready(Err(_)) = sender.poll_ready(&mut cx) {
             self.state.closed.store(true, Ordering::Release);
-            return Err(Refused { request: Some(req) });
+            return Err(Refused::closed(req));
+        }
+        // Counted from here: two callers that picked the last free stream cannot both take it.
+        let mut guard = StreamGuard::new(&self.state, accounting);
+        if guard.over_limit && !self.queue && accounting != Accounting::Check {
+            guard.settled = true;
+            return Err(Refused {
+                request: Some(req),
+                full: true,
+            });
         }
         let (parts, mut body) = req.into_parts();
         // What the body has ready now (the noop waker is fine: what is not ready is polled
@@ -175,12 +223,13 @@ impl Connection {
                     // Not taken after all (a GOAWAY or the end of the connection came in
                     // between): only a copy can be sent elsewhere.
                     self.state.closed.store(true, Ordering::Release);
+                    guard.settled = true;
                     return Err(Refused {
                         request: replay.and_then(|r| r.request(None)),
+                        full: false,
                     });
                 }
             };
-        let guard = StreamGuard::new(&self.state, accounting);
         let last = taken.chunks.len();
         for (i, chunk) in taken.chunks.into_iter().enumerate() {
             let end = complete && i + 1 == last;
@@ -254,6 +303,17 @@ impl Taken {
 pub(crate) struct Refused {
     /// The request, when it can still be sent elsewhere.
     pub(crate) request: Option<Request<BoxBody>>,
+    /// The connection is open but full; otherwise it closed.
+    pub(crate) full: bool,
+}
+
+impl Refused {
+    fn closed(req: Request<BoxBody>) -> Refused {
+        Refused {
+            request: Some(req),
+            full: false,
+        }
+    }
 }
 
 /// A sent request, waiting for the response head.
@@ -321,6 +381,8 @@ pub(crate) struct StreamGuard {
     accounting: Accounting,
     /// Something came back on the stream, or its outcome was already reported.
     settled: bool,
+    /// The connection already carried as many streams as it takes.
+    over_limit: bool,
 }
 
 impl std::fmt::Debug for StreamGuard {
@@ -333,11 +395,12 @@ impl std::fmt::Debug for StreamGuard {
 
 impl StreamGuard {
     fn new(conn: &Arc<ConnState>, accounting: Accounting) -> StreamGuard {
-        conn.active.fetch_add(1, Ordering::Relaxed);
+        let before = conn.active.fetch_add(1, Ordering::Relaxed);
         StreamGuard {
             conn: conn.clone(),
             accounting,
             settled: false,
+            over_limit: before >= conn.limit.load(Ordering::Relaxed),
         }
     }
 
@@ -368,9 +431,7 @@ impl Drop for StreamGuard {
         // Nothing came back. If the call ended at its deadline, the endpoint failed it, and
         // its connection may be a black hole: the driver probes it with a PING.
         if let Accounting::Call(Some(deadline)) = self.accounting {
-            // Timers fire at or after their instant; the slack covers a guard dropped by a
-            // timer of the caller's own that was set from the same deadline.
-            if Instant::now() + std::time::Duration::from_millis(1) >= deadline {
+            if Failure::timed_out(deadline) {
                 self.conn.endpoint.failed(Failure::Silent);
                 self.conn.wake.notify_one();
             }

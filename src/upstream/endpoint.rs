@@ -26,6 +26,15 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// Whether a call that got nothing from the endpoint and ends now ended at its deadline,
+    /// so the endpoint failed it. Callers enforce their deadline too (grpc-go, tonic, grpc-js)
+    /// and their clock started before the request reached the proxy, so their cancel arrives
+    /// a little before the proxy's own timer fires (by their network and scheduling delay,
+    /// which grows on a busy machine): a call ending within 50 ms of its deadline timed out.
+    pub(crate) fn timed_out(deadline: Instant) -> bool {
+        Instant::now() + std::time::Duration::from_millis(50) >= deadline
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Failure::Connect => "connect failures",

@@ -34,6 +34,13 @@ const MAX_CONNECTIONS: usize = 8;
 /// the others need.
 pub(crate) const MAX_STREAMS_PER_CONNECTION: usize =
     (connect::CONNECTION_WINDOW / connect::STREAM_WINDOW) as usize - 8;
+/// Active streams at which a connection taking at most `limit` is busy and another one is
+/// opened in the background: [`STREAMS_PER_CONNECTION`], or an eighth below a lower peer
+/// limit, so the new connection is usually up before this one is full.
+fn grow_at(limit: usize) -> usize {
+    STREAMS_PER_CONNECTION.min(limit - limit / 8)
+}
+
 /// After a background connect failed, the pool grows no earlier than this.
 const GROW_BACKOFF: Duration = Duration::from_secs(1);
 /// A connection beyond the first that carried no stream for this long is let go: a burst's
@@ -68,23 +75,41 @@ impl Pool {
     /// The open connection with the fewest active streams, and whether the pool should grow.
     pub(crate) fn pick(&self) -> Pick {
         let conns = self.conns.load();
-        let mut best: Option<(&Connection, usize)> = None;
+        let mut best: Option<(&Connection, usize, usize)> = None;
+        // The least busy of the connections full by the peer's limit (below ours): h2 holds a
+        // stream sent there until one of them ends.
+        let mut queue: Option<(&Connection, usize)> = None;
         let mut open = 0;
         for c in conns.iter().filter(|c| !c.is_closed()) {
             open += 1;
             let active = c.state.active.load(Ordering::Relaxed);
-            if best.is_none_or(|(_, a)| active < a) {
-                best = Some((c, active));
+            let mut limit = c.limit();
+            if active >= limit {
+                // Full, unless the peer has raised its limit since.
+                limit = c.refresh_limit();
+                if active >= limit {
+                    if active < MAX_STREAMS_PER_CONNECTION && queue.is_none_or(|(_, a)| active < a)
+                    {
+                        queue = Some((c, active));
+                    }
+                    continue;
+                }
+            }
+            if best.is_none_or(|(_, a, _)| active < a) {
+                best = Some((c, active, limit));
             }
         }
-        let Some((best, active)) = best else {
-            return Pick::None;
+        let Some((best, active, limit)) = best else {
+            // Every connection is full: a new one takes the call, unless the peer's limit
+            // filled the pool's usual number (a server that takes few streams, or none for a
+            // while, does not get a connection per call).
+            return match queue {
+                Some((c, _)) if open >= MAX_CONNECTIONS => Pick::Ready(c.queued()),
+                _ => Pick::None,
+            };
         };
-        if active < STREAMS_PER_CONNECTION {
+        if active < grow_at(limit) {
             return Pick::Ready(best.clone());
-        }
-        if active >= MAX_STREAMS_PER_CONNECTION {
-            return Pick::None;
         }
         let may_grow = open < MAX_CONNECTIONS
             && self
@@ -276,11 +301,6 @@ impl Pool {
     }
 }
 
-/// A caller that gives up this close to its deadline while waiting for a connect timed out.
-/// Callers enforce their deadline too (grpc-go, tonic, grpc-js), and their clock started before
-/// the request reached the proxy, so their cancel arrives a little before the proxy's timer.
-const DEADLINE_GRACE: Duration = Duration::from_millis(25);
-
 /// A caller waiting for a connect: if its deadline passes first, the endpoint failed it.
 struct Waiting<'a> {
     ep: &'a Arc<Endpoint>,
@@ -290,9 +310,7 @@ struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let expired = self
-            .deadline
-            .is_some_and(|d| Instant::now() + DEADLINE_GRACE >= d);
+        let expired = self.deadline.is_some_and(Failure::timed_out);
         if !self.done && expired {
             self.ep.failed(Failure::Silent);
         }

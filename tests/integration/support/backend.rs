@@ -95,6 +95,9 @@ pub(crate) struct BackendState {
     pub(crate) uploads: Counter,
     /// Permits for [`GATED`] streams: one per message after the first.
     pub(crate) gate: Semaphore,
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` of connections accepted from now on (0: hyper's
+    /// default, 200).
+    pub(crate) stream_limit: std::sync::atomic::AtomicU32,
     /// Headers of the most recent request.
     pub(crate) last_headers: Mutex<Option<HeaderMap>>,
     /// Bumped by [`BackendState::kill_connections`].
@@ -113,6 +116,7 @@ impl Default for BackendState {
             received: Counter::default(),
             uploads: Counter::default(),
             gate: Semaphore::new(0),
+            stream_limit: std::sync::atomic::AtomicU32::new(0),
             last_headers: Mutex::new(None),
             kills: Counter::default(),
             health: tonic_health::server::HealthReporter::new(),
@@ -232,6 +236,7 @@ async fn accept_loop(
         let state = state.clone();
         let tls = tls.clone();
         let generation = state.kills.get();
+        let limit = state.stream_limit.load(std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
             let killed = state.clone();
             let service = service_fn(move |req: Request<Incoming>| {
@@ -245,7 +250,10 @@ async fn accept_loop(
                     Ok(res.map(|b| b.boxed_unsync()))
                 }
             });
-            let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            if limit > 0 {
+                builder.max_concurrent_streams(limit);
+            }
             let serve = async move {
                 let _ = match tls {
                     None => builder.serve_connection(TokioIo::new(tcp), service).await,

@@ -197,30 +197,45 @@ async fn calls_that_time_out_waiting_for_a_handshake_eject_the_endpoint() {
     assert_eq!(later, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn callers_that_cancel_just_before_their_deadline_eject_the_endpoint_too() {
-    // Clients enforce their deadline themselves and their clock starts before the proxy's, so
-    // a caller's cancel reaches the proxy a little before the proxy's own timer fires.
-    let good = spawn_backend().await;
-    let silent = Relay::start(closed_port()).await;
-    silent.black_hole(true);
-    let yaml = config(
-        &[&good.url, &silent.url],
-        &["outlier: { consecutive_failures: 3, base_ejection: 30s }"],
-        &[],
-    );
-    let proxy = spawn_proxy_yaml(&yaml).await;
-    let mut caller = Caller::new(&proxy).await;
+/// Calls whose caller gives up 10 ms before the deadline it sent, as clients that enforce
+/// their deadline do (their clock starts before the proxy's): how many failed.
+async fn calls_cancelled_early(caller: &mut Caller, n: usize) -> usize {
     let mut failures = 0;
-    for _ in 0..30 {
+    for _ in 0..n {
         let mut req = tonic::Request::new(echo("hi"));
         req.set_timeout(Duration::from_millis(400));
-        // The caller gives up 10 ms before the deadline it sent.
         let call = caller.client.unary(req);
         match tokio::time::timeout(Duration::from_millis(390), call).await {
             Ok(Ok(_)) => {}
             _ => failures += 1,
         }
     }
-    assert!(failures <= 3, "{failures} calls failed");
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_cancel_just_before_their_deadline_eject_the_endpoint_too() {
+    // Waiting for a handshake that never comes.
+    let good = spawn_backend().await;
+    let silent = Relay::start(closed_port()).await;
+    silent.black_hole(true);
+    let outlier = "outlier: { consecutive_failures: 3, base_ejection: 30s }";
+    let yaml = config(&[&good.url, &silent.url], &[outlier], &[]);
+    let proxy = spawn_proxy_yaml(&yaml).await;
+    let mut caller = Caller::new(&proxy).await;
+    let failures = calls_cancelled_early(&mut caller, 30).await;
+    assert!(failures <= 3, "handshake: {failures} calls failed");
+
+    // Sent on a connection that went silent.
+    let hidden = spawn_backend().await;
+    let relay = Relay::start(hidden.addr).await;
+    let yaml = config(&[&good.url, &relay.url], &[outlier], &[]);
+    let proxy = spawn_proxy_yaml(&yaml).await;
+    let mut caller = Caller::new(&proxy).await;
+    for _ in 0..10 {
+        assert!(caller.ok(Duration::from_secs(5)).await);
+    }
+    relay.black_hole(true);
+    let failures = calls_cancelled_early(&mut caller, 30).await;
+    assert!(failures <= 3, "silent stream: {failures} calls failed");
 }

@@ -1,8 +1,13 @@
 //! The pool grows with load and shrinks after it: a burst of concurrent calls opens more
 //! upstream connections than one, and once the burst is over the surplus connections close
-//! (their buffers with them), leaving one.
+//! (their buffers with them), leaving one. A connection takes no more streams than its
+//! server's `SETTINGS_MAX_CONCURRENT_STREAMS`: calls beyond it go to another connection
+//! rather than wait inside the full one.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use tokio::task::JoinHandle;
 
 use super::{config, Caller};
 use crate::support::*;
@@ -19,36 +24,70 @@ fn connections(text: &str) -> f64 {
     )
 }
 
+/// `n` gated server streams through the proxy, each from a caller with a connection of its
+/// own: each stays open (its first message sent) until the test opens the backend's gate,
+/// however slowly the callers connect. Each handle says whether its stream got both messages.
+fn gated_streams(proxy: &Proxy, n: usize) -> Vec<JoinHandle<bool>> {
+    (0..n)
+        .map(|i| {
+            let url = proxy.url.clone();
+            tokio::spawn(async move {
+                let mut caller = Caller::at(&url).await;
+                let req = EchoRequest {
+                    count: 2,
+                    ..echo(GATED)
+                };
+                let Ok(res) = caller.client.server_stream(req).await else {
+                    return false;
+                };
+                let mut stream = res.into_inner();
+                let mut got = 0;
+                while let Ok(Some(_)) = stream.message().await {
+                    got += 1;
+                }
+                assert_eq!(got, 2, "gated stream {i}");
+                true
+            })
+        })
+        .collect()
+}
+
+/// The most upstream connections seen while sampling, until `enough` is seen or [`GUARD`].
+async fn peak_connections(proxy: &Proxy, enough: f64) -> f64 {
+    let control = proxy.running.control().clone();
+    let mut peak = 0.0f64;
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while peak < enough && tokio::time::Instant::now() < deadline {
+        peak = peak.max(connections(&control.metrics_text()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    peak
+}
+
+/// Opens the gate for `streams`, which must all end well.
+async fn release(backend: &Backend, streams: Vec<JoinHandle<bool>>) {
+    backend.state.open_gate(streams.len());
+    for s in streams {
+        assert!(s.await.unwrap(), "a gated stream failed");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn surplus_connections_close_after_a_burst() {
     let backend = spawn_backend().await;
     let proxy = spawn_proxy_yaml(&config(&[&backend.url], &[], &[])).await;
-    let mut calls = Vec::new();
-    for i in 0..BURST {
-        // Callers on a few connections of their own, each call held open for a while.
-        let url = proxy.url.clone();
-        calls.push(tokio::spawn(async move {
-            let mut caller = Caller::at(&url).await;
-            let mut msg = echo(&format!("burst {i}"));
-            // Held long enough that the first calls are still open when the last callers have
-            // connected, even on a busy machine (the pool grows at 200 streams on a connection).
-            msg.delay_ms = 4000;
-            caller.unary(msg, Duration::from_secs(30)).await.is_ok()
-        }));
-    }
-    let control = proxy.running.control().clone();
-    // Sampled while the calls are open: the pool grew.
-    let mut peak = 0.0f64;
-    let deadline = tokio::time::Instant::now() + GUARD;
-    while peak < 2.0 && tokio::time::Instant::now() < deadline {
-        peak = peak.max(connections(&control.metrics_text()));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for c in calls {
-        assert!(c.await.unwrap(), "a burst call failed");
-    }
+    let streams = gated_streams(&proxy, BURST);
+    assert!(
+        backend.state.sent.reaches(BURST, GUARD).await,
+        "{} of the burst's streams opened",
+        backend.state.sent.get()
+    );
+    // The pool grew (hyper's server takes 200 streams on a connection).
+    let peak = peak_connections(&proxy, 2.0).await;
+    release(&backend, streams).await;
     assert!(peak >= 2.0, "the pool never grew beyond one connection");
     // After the burst: back to one connection, and calls still go through.
+    let control = proxy.running.control().clone();
     let after = tokio::time::Instant::now();
     loop {
         let n = connections(&control.metrics_text());
@@ -66,4 +105,36 @@ async fn surplus_connections_close_after_a_burst() {
         after.elapsed().as_millis()
     );
     assert!(Caller::new(&proxy).await.ok(Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_takes_few_streams_gets_more_connections_up_to_the_pools_size() {
+    let backend = spawn_backend().await;
+    backend.state.stream_limit.store(10, Ordering::SeqCst);
+    let proxy = spawn_proxy_yaml(&config(&[&backend.url], &[], &[])).await;
+    // 40 streams open at once on connections of 10.
+    let streams = gated_streams(&proxy, 40);
+    assert!(
+        backend.state.sent.reaches(40, GUARD).await,
+        "{} of 40 streams opened",
+        backend.state.sent.get()
+    );
+    let peak = peak_connections(&proxy, 4.0).await;
+    assert!(peak >= 4.0, "{peak} connections for 40 streams");
+    release(&backend, streams).await;
+
+    // Beyond the pool's size (8 connections), calls wait for a stream to end instead of
+    // opening a connection each.
+    let streams = gated_streams(&proxy, 100);
+    assert!(
+        backend.state.sent.reaches(40 + 80, GUARD).await,
+        "{} of 80 streams opened",
+        backend.state.sent.get() - 40
+    );
+    let control = proxy.running.control().clone();
+    let open = connections(&control.metrics_text());
+    assert!(open <= 8.0, "{open} connections");
+    // The other 20 open as the first ones end.
+    release(&backend, streams).await;
+    assert_eq!(backend.state.sent.get(), 40 * 2 + 100 * 2);
 }
