@@ -381,7 +381,8 @@ pub(crate) struct StreamGuard {
     accounting: Accounting,
     /// Something came back on the stream, or its outcome was already reported.
     settled: bool,
-    /// The connection already carried as many streams as it takes.
+    /// The connection already carried as many streams as it takes: the stream waited in h2
+    /// for a free one, so getting nothing back by its deadline says nothing of the endpoint.
     over_limit: bool,
 }
 
@@ -425,7 +426,7 @@ impl StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.conn.active.fetch_sub(1, Ordering::Relaxed);
-        if self.settled {
+        if self.settled || self.over_limit {
             return;
         }
         // Nothing came back. If the call ended at its deadline, the endpoint failed it, and

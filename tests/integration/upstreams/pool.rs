@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tonic::Code;
 
 use super::{config, Caller};
 use crate::support::*;
@@ -125,16 +126,38 @@ async fn a_server_that_takes_few_streams_gets_more_connections_up_to_the_pools_s
 
     // Beyond the pool's size (8 connections), calls wait for a stream to end instead of
     // opening a connection each.
+    let before = backend.state.sent.get();
     let streams = gated_streams(&proxy, 100);
     assert!(
-        backend.state.sent.reaches(40 + 80, GUARD).await,
+        backend.state.sent.reaches(before + 80, GUARD).await,
         "{} of 80 streams opened",
-        backend.state.sent.get() - 40
+        backend.state.sent.get() - before
     );
     let control = proxy.running.control().clone();
     let open = connections(&control.metrics_text());
     assert!(open <= 8.0, "{open} connections");
+    // Calls that wait behind the full pool and reach their deadline are the proxy's queue,
+    // not the server's silence: the endpoint is not ejected for them.
+    let mut caller = Caller::new(&proxy).await;
+    for _ in 0..8 {
+        let e = caller
+            .unary(echo("queued"), Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        // The proxy's deadline, or the caller's own timer just before it.
+        assert!(
+            matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled),
+            "{e:?}"
+        );
+    }
+    let text = control.metrics_text();
+    let ejected = crate::support::admin::count(
+        &text,
+        "switchboard_upstream_ejections_total",
+        &[("upstream", "backend")],
+    );
+    assert_eq!(ejected, 0.0, "ejected for calls it never got");
     // The other 20 open as the first ones end.
     release(&backend, streams).await;
-    assert_eq!(backend.state.sent.get(), 40 * 2 + 100 * 2);
+    assert_eq!(backend.state.sent.get(), before + 100 * 2);
 }
