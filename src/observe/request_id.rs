@@ -9,18 +9,24 @@ pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-i
 /// Longest caller-sent id kept (longer ones are replaced, so logs stay bounded).
 const MAX_LEN: usize = 200;
 
-/// The request's id, set on `headers` when it had none.
+/// The request's id, set on `headers` when it had none. The value in `headers` is marked
+/// sensitive: HTTP/2 then sends it as a literal that is never indexed, so ids, which differ on
+/// every call, do not churn the upstream connection's HPACK table (evicting the entries that
+/// repeat, such as `user-agent`).
 pub(crate) fn ensure(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID) {
+    if let Some(v) = headers.get_mut(&X_REQUEST_ID) {
         let usable = !v.is_empty()
             && v.len() <= MAX_LEN
             && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
         if usable {
+            v.set_sensitive(true);
             return v.clone();
         }
     }
     let id = new_id();
-    headers.insert(X_REQUEST_ID, id.clone());
+    let mut sent = id.clone();
+    sent.set_sensitive(true);
+    headers.insert(X_REQUEST_ID, sent);
     id
 }
 
