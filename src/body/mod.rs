@@ -181,16 +181,6 @@ pub(crate) fn is_status_header(name: &http::HeaderName) -> bool {
     name == GRPC_STATUS || name == GRPC_MESSAGE || name == GRPC_STATUS_DETAILS_BIN
 }
 
-/// Removes headers that never travel as metadata: the fixed hop-by-hop and protocol set, and
-/// every header the `connection` header names (RFC 9110 §7.6.1: they belong to this hop).
-pub(crate) fn strip_hop_headers(headers: &mut HeaderMap) {
-    remove_connection_listed(headers);
-    remove_names(
-        headers,
-        crate::protocol::grpc::metadata::is_hop_or_protocol_header,
-    );
-}
-
 /// Removes the headers named in `connection` (rare: HTTP/1.1 callers, usually `keep-alive`).
 pub(crate) fn remove_connection_listed(headers: &mut HeaderMap) {
     if !headers.contains_key(http::header::CONNECTION) {
@@ -209,23 +199,83 @@ pub(crate) fn remove_connection_listed(headers: &mut HeaderMap) {
 }
 
 /// Removes every header whose name `drop` selects. Usually none or all of them are (the map is
-/// then kept or cleared, keeping its capacity, without hashing), else a few: those are found
-/// and removed one by one rather than collected into a list.
+/// then kept or cleared, keeping its capacity, without hashing), else a few: one pass over the
+/// names finds them (up to eight, kept on the stack), and each is then removed by name.
 pub(crate) fn remove_names(headers: &mut HeaderMap, drop: impl Fn(&http::HeaderName) -> bool) {
-    let (mut some, mut all) = (false, true);
+    let mut found: [Option<http::HeaderName>; 8] = Default::default();
+    let (mut n, mut all, mut more) = (0, true, false);
     for name in headers.keys() {
-        let d = drop(name);
-        some |= d;
-        all &= d;
+        if !drop(name) {
+            all = false;
+        } else if let Some(slot) = found.get_mut(n) {
+            *slot = Some(name.clone());
+            n += 1;
+        } else {
+            more = true;
+        }
     }
-    if !some {
+    if n == 0 {
         return;
     }
     if all {
         headers.clear();
         return;
     }
-    while let Some(name) = headers.keys().find(|n| drop(n)).cloned() {
+    for name in found.into_iter().flatten() {
         headers.remove(name);
+    }
+    // More than eight (rare): the rest, found one at a time.
+    while more {
+        match headers.keys().find(|n| drop(n)).cloned() {
+            Some(name) => {
+                headers.remove(name);
+            }
+            None => more = false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(names: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (i, n) in names.iter().enumerate() {
+            if let Ok(name) = http::HeaderName::from_bytes(n.as_bytes()) {
+                h.append(name.clone(), http::HeaderValue::from(i));
+                h.append(name, http::HeaderValue::from(i + 100));
+            }
+        }
+        assert_eq!(h.keys_len(), names.len());
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<String> {
+        let mut v: Vec<String> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn removes_exactly_the_selected_names_with_all_their_values() {
+        let drop = |n: &http::HeaderName| n.as_str().starts_with("d-");
+        // None, all, a few, and more than fit in one pass.
+        let mut none = map(&["a", "b"]);
+        remove_names(&mut none, drop);
+        assert_eq!(names(&none), ["a", "b"]);
+        let mut all = map(&["d-1", "d-2"]);
+        remove_names(&mut all, drop);
+        assert!(all.is_empty());
+        let mut few = map(&["a", "d-1", "b", "d-2"]);
+        remove_names(&mut few, drop);
+        assert_eq!(names(&few), ["a", "b"]);
+        assert_eq!(few.get_all("a").iter().count(), 2);
+        let many: Vec<String> = (0..20).map(|i| format!("d-{i}")).collect();
+        let mut list: Vec<&str> = many.iter().map(String::as_str).collect();
+        list.extend(["a", "z"]);
+        let mut lots = map(&list);
+        remove_names(&mut lots, drop);
+        assert_eq!(names(&lots), ["a", "z"]);
     }
 }

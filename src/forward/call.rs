@@ -11,7 +11,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use tokio::time::Instant;
 
-use futures_util::future::Either;
+use futures_util::future::{Either, FutureExt as _};
 
 use crate::body::{self, BoxBody, End, FailureSlot, GrpcStream, RequestBody};
 use crate::observe::CallContext;
@@ -125,7 +125,12 @@ impl Call {
         content_type: HeaderValue,
     ) -> HeaderMap {
         let mut h = caller;
-        body::strip_hop_headers(&mut h);
+        // Hop and protocol headers go, except the two set next (`insert` replaces them in
+        // place, which costs less than removing them first).
+        body::remove_connection_listed(&mut h);
+        body::remove_names(&mut h, |n| {
+            n != header::CONTENT_TYPE && n != header::TE && is_hop_or_protocol_header(n)
+        });
         h.insert(header::CONTENT_TYPE, content_type);
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         if let Some(d) = self.deadline {
@@ -168,8 +173,6 @@ impl Call {
     /// request is handed to an upstream connection before this returns, when one is open, so
     /// the future holds that send and what classifying the answer needs, nothing more.
     pub(crate) fn start(&self, req: Request<BoxBody>) -> impl Future<Output = Reply> + Send {
-        let expired = self.deadline.is_some_and(|d| d <= Instant::now());
-        let sending = (!expired).then(|| self.upstream.start(req, self.deadline, self.retry));
         let answer = Answer {
             ctx: self.ctx.clone(),
             name: self.name.clone(),
@@ -177,36 +180,19 @@ impl Call {
             limit: self.limit,
             failure: self.failure.clone(),
         };
-        async move {
-            let Some(sending) = sending else {
-                return Reply::error(body::deadline_exceeded()).with_ctx(answer.ctx);
-            };
-            let result = match answer.deadline {
-                Some(d) => match tokio::time::timeout_at(d, sending).await {
-                    Ok(r) => r,
-                    Err(_) => return Reply::error(body::deadline_exceeded()).with_ctx(answer.ctx),
-                },
-                None => sending.await,
-            };
-            match result {
-                Ok(res) => {
-                    let reply = answer.classify(res).await;
-                    reply.with_ctx(answer.ctx)
-                }
-                Err(e) => {
-                    let endpoint = e.endpoint().cloned();
-                    let status = answer
-                        .failure
-                        .get()
-                        .cloned()
-                        .unwrap_or_else(|| e.into_status(&answer.name));
-                    if let Some(endpoint) = endpoint {
-                        let _ = answer.ctx.endpoint.set(endpoint);
-                    }
-                    Reply::error(status).with_ctx(answer.ctx)
-                }
-            }
+        if self.deadline.is_some_and(|d| d <= Instant::now()) {
+            let expired = Reply::error(body::deadline_exceeded()).with_ctx(answer.ctx);
+            return Either::Left(std::future::ready(expired));
         }
+        let sending = self.upstream.start(req, self.deadline, self.retry);
+        // Chained rather than awaited in an async block: a block that awaits a future it
+        // captured holds it twice (captured, and moved into its await), and this is the
+        // largest part of every call's future.
+        let bounded = match self.deadline {
+            Some(d) => Either::Left(tokio::time::timeout_at(d, sending).map(|r| r.ok())),
+            None => Either::Right(sending.map(Some)),
+        };
+        Either::Right(bounded.then(move |sent| answer.finish(sent)))
     }
 }
 
@@ -220,6 +206,29 @@ struct Answer {
 }
 
 impl Answer {
+    /// The reply to what the send came to (`None`: the deadline passed first).
+    async fn finish(self, sent: Option<crate::upstream::Answer>) -> Reply {
+        match sent {
+            None => Reply::error(body::deadline_exceeded()).with_ctx(self.ctx),
+            Some(Ok(res)) => {
+                let reply = self.classify(res).await;
+                reply.with_ctx(self.ctx)
+            }
+            Some(Err(e)) => {
+                let endpoint = e.endpoint().cloned();
+                let status = self
+                    .failure
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| e.into_status(&self.name));
+                if let Some(endpoint) = endpoint {
+                    let _ = self.ctx.endpoint.set(endpoint);
+                }
+                Reply::error(status).with_ctx(self.ctx)
+            }
+        }
+    }
+
     async fn classify(&self, res: Response<UpstreamBody>) -> Reply {
         let _ = self.ctx.endpoint.set(res.body().endpoint().clone());
         let (parts, body) = res.into_parts();

@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response};
 use http_body::Frame;
@@ -19,8 +20,8 @@ pub(crate) fn forward(
     call: Call,
     req: Request<CallerBody>,
 ) -> impl Future<Output = Response<BoxBody>> + Send {
-    let started = call.start(upstream(&call, req));
-    async move { respond(started.await) }
+    // Chained, not awaited in an async block, so the call's future holds the send once.
+    call.start(upstream(&call, req)).map(respond)
 }
 
 fn upstream(call: &Call, req: Request<CallerBody>) -> Request<BoxBody> {

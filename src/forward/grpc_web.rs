@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
+use futures_util::future::{Either, FutureExt as _};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use http_body::Frame;
@@ -30,20 +31,17 @@ pub(crate) fn forward(
     let transcode = json.as_ref().and_then(Json::method);
     // A WebSocket call's body is a stream whatever the socket's HTTP version.
     let h1 = req.version() < Version::HTTP_2 && req.body().is_http();
-    let started = upstream(&call, &mode, transcode, req, h1).map(|r| call.start_request(r, h1));
-    async move {
-        match started {
-            Ok(started) => {
-                let reply = started.await;
-                // Messages transcoded on the way up are transcoded back.
-                let reply = match json.as_ref().and_then(Json::method) {
-                    Some((method, _)) => reply.into_json(method),
-                    None => reply,
-                };
-                respond(&mode, reply)
-            }
-            Err(status) => respond(&mode, Reply::error(status)),
-        }
+    match upstream(&call, &mode, transcode, req, h1) {
+        // Chained, not awaited in an async block, so the call's future holds the send once.
+        Ok(r) => Either::Left(call.start_request(r, h1).map(move |reply| {
+            // Messages transcoded on the way up are transcoded back.
+            let reply = match json.as_ref().and_then(Json::method) {
+                Some((method, _)) => reply.into_json(method),
+                None => reply,
+            };
+            respond(&mode, reply)
+        })),
+        Err(status) => Either::Right(std::future::ready(respond(&mode, Reply::error(status)))),
     }
 }
 

@@ -100,7 +100,7 @@ struct Ctx {
     avoid: Option<Arc<Endpoint>>,
 }
 
-type Answer = Result<Response<UpstreamBody>, SendError>;
+pub(crate) type Answer = Result<Response<UpstreamBody>, SendError>;
 type Boxed = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
 impl UpstreamClient {

@@ -31,7 +31,7 @@ mod stats;
 mod tests;
 pub(crate) mod tls;
 
-pub(crate) use client::UpstreamClient;
+pub(crate) use client::{Answer, UpstreamClient};
 pub(crate) use conn::UpstreamBody;
 pub(crate) use retry::RetrySpec;
 pub(crate) use stats::{EndpointState, UpstreamStats};
