@@ -19,6 +19,7 @@
 mod admin;
 mod body;
 mod forward;
+mod gated;
 mod observe;
 mod policy;
 pub mod protocol;

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use crate::config::{Limits, Listener};
+use crate::gated::Gated;
 use crate::observe::metrics::ConnectionMetrics;
 use crate::observe::ConnInfo;
 
@@ -311,17 +312,23 @@ async fn serve<I>(
     tokio::pin!(conn);
     let mut drain = shared.drain.subscribe();
     let mut stop = state.stop.clone();
-    let idle = tokio::time::sleep(limits.header_timeout);
+    // The side branches are gated: the connection wakes this task several times per call, and
+    // they are polled only when their own signal or timer fired (see `crate::gated`).
+    let closed = Gated::new(async {
+        tokio::select! {
+            _ = until_set(&mut drain) => {}
+            _ = until_set(&mut stop) => {}
+        }
+    });
+    tokio::pin!(closed);
+    let idle = Gated::new(tokio::time::sleep(limits.header_timeout));
     tokio::pin!(idle);
     let mut closing = false;
     let result = loop {
         tokio::select! {
+            biased;
             r = conn.as_mut() => break r,
-            _ = until_set(&mut drain), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = until_set(&mut stop), if !closing => {
+            () = &mut closed, if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -341,10 +348,10 @@ async fn serve<I>(
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                         // An idle connection has nothing to finish; give it a moment.
-                        idle.as_mut().reset(now + Duration::from_secs(1));
+                        idle.as_mut().inner().reset(now + Duration::from_secs(1));
                     }
-                    Some(since) => idle.as_mut().reset(since + limits.idle_timeout),
-                    None => idle.as_mut().reset(now + limits.idle_timeout),
+                    Some(since) => idle.as_mut().inner().reset(since + limits.idle_timeout),
+                    None => idle.as_mut().inner().reset(now + limits.idle_timeout),
                 }
             }
         }

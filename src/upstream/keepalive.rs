@@ -26,6 +26,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::conn::ConnState;
 use super::pool::SURPLUS_IDLE;
 use crate::config::Keepalive;
+use crate::gated::Gated;
 
 /// A PING sooner than this after the previous one may count as a strike.
 const SERVER_MIN_PING_INTERVAL: Duration = Duration::from_secs(300);
@@ -143,6 +144,10 @@ pub(crate) async fn drive<T>(
     let mut idle = tokio::time::interval(SURPLUS_IDLE);
     idle.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut idle_since: Option<Instant> = None;
+    // The timers are gated: the connection wakes this task several times per call, and a
+    // timer is polled only when it fired (see `crate::gated`).
+    let mut tick = std::pin::pin!(Gated::new(poll_fn(move |cx| tick.poll_tick(cx))));
+    let mut idle = std::pin::pin!(Gated::new(poll_fn(move |cx| idle.poll_tick(cx))));
     let end = loop {
         let outstanding = pinger.as_ref().and_then(|p| p.policy.outstanding);
         let pong_due = outstanding.map_or(start, |t| t + keepalive.timeout);
@@ -187,7 +192,7 @@ pub(crate) async fn drive<T>(
                     }
                 }
             }
-            _ = idle.tick(), if !state.is_closed() => {
+            _ = idle.as_mut(), if !state.is_closed() => {
                 let now = Instant::now();
                 if state.active.load(Ordering::Relaxed) > 0 {
                     idle_since = None;
@@ -199,7 +204,7 @@ pub(crate) async fn drive<T>(
                     idle_since = Some(now);
                 }
             }
-            _ = tick.tick() => {
+            _ = tick.as_mut() => {
                 let now = Instant::now();
                 let active = state.active.load(Ordering::Relaxed);
                 if let Some(p) = pinger.as_mut() {
