@@ -67,9 +67,10 @@ impl Proxy {
         body: BoxBody,
         ctx: &Arc<CallContext>,
     ) -> BoxBody {
-        parts
-            .headers
-            .insert(request_id::X_REQUEST_ID, ctx.request_id.clone());
+        parts.headers.insert(
+            request_id::X_REQUEST_ID,
+            request_id::for_header(&ctx.request_id),
+        );
         ctx.set_http_status(parts.status);
         // The observe stage: bytes out counted, and how the call ended recorded, until the
         // response is over.

@@ -10,24 +10,31 @@ pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-i
 const MAX_LEN: usize = 200;
 
 /// The request's id, set on `headers` when it had none. The value in `headers` is marked
-/// sensitive: HTTP/2 then sends it as a literal that is never indexed, so ids, which differ on
-/// every call, do not churn the upstream connection's HPACK table (evicting the entries that
-/// repeat, such as `user-agent`).
+/// sensitive (see [`for_header`]).
 pub(crate) fn ensure(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get_mut(&X_REQUEST_ID) {
         let usable = !v.is_empty()
             && v.len() <= MAX_LEN
             && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
         if usable {
+            // The returned copy is not marked: logs print it (`Debug` hides sensitive values).
+            let id = v.clone();
             v.set_sensitive(true);
-            return v.clone();
+            return id;
         }
     }
     let id = new_id();
-    let mut sent = id.clone();
-    sent.set_sensitive(true);
-    headers.insert(X_REQUEST_ID, sent);
+    headers.insert(X_REQUEST_ID, for_header(&id));
     id
+}
+
+/// The id as a header value marked sensitive: HTTP/2 then sends it as a literal that is never
+/// indexed, so ids, which differ on every call, do not churn the connection's HPACK table
+/// (evicting the entries that repeat, such as `user-agent`).
+pub(crate) fn for_header(id: &HeaderValue) -> HeaderValue {
+    let mut value = id.clone();
+    value.set_sensitive(true);
+    value
 }
 
 /// A random UUID (version 4), lower-case hex.
@@ -73,6 +80,23 @@ mod tests {
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
         );
         assert_eq!(ensure(&mut h).len(), 36);
+    }
+
+    #[test]
+    fn the_forwarded_copy_is_never_indexed_and_the_logged_one_prints() {
+        let mut kept = HeaderMap::new();
+        kept.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        let mut made = HeaderMap::new();
+        for h in [&mut kept, &mut made] {
+            let id = ensure(h);
+            assert!(!id.is_sensitive());
+            assert_eq!(
+                format!("{id:?}"),
+                format!("{:?}", id.to_str().unwrap_or(""))
+            );
+            assert!(h[X_REQUEST_ID].is_sensitive());
+            assert_eq!(h[X_REQUEST_ID], id);
+        }
     }
 
     #[test]
