@@ -7,21 +7,27 @@ use http::Method;
 use tonic::Code;
 
 use super::{config, Caller};
-use crate::support::refusing::{spawn_refusing, Misbehaviour};
+use crate::support::refusing::{spawn_refusing, Misbehaviour, Refusing};
 use crate::support::*;
+
+/// An endpoint that misbehaves `how`, a good one, and a proxy over both with outlier detection
+/// off: every call that lands on the refusing endpoint is retried.
+async fn refusing_then_good(how: Misbehaviour) -> (Refusing, Backend, Proxy) {
+    let refusing = spawn_refusing(how).await;
+    let good = spawn_backend().await;
+    let yaml = config(
+        &[&refusing.url, &good.url],
+        &["outlier: { enabled: false }"],
+        &[],
+    );
+    let proxy = spawn_proxy_yaml(&yaml).await;
+    (refusing, good, proxy)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_streams_are_sent_to_another_endpoint() {
     for how in [Misbehaviour::RefuseStreams, Misbehaviour::GoAwayFirst] {
-        let refusing = spawn_refusing(how).await;
-        let good = spawn_backend().await;
-        // Outlier detection off: every call that lands on the refusing endpoint is retried.
-        let yaml = config(
-            &[&refusing.url, &good.url],
-            &["outlier: { enabled: false }"],
-            &[],
-        );
-        let proxy = spawn_proxy_yaml(&yaml).await;
+        let (refusing, good, proxy) = refusing_then_good(how).await;
         let mut caller = Caller::new(&proxy).await;
         for _ in 0..20 {
             let res = caller.unary(echo("hi"), Duration::from_secs(5)).await;
@@ -41,14 +47,7 @@ async fn a_request_body_still_arriving_is_sent_elsewhere_whole() {
     // The body's rest comes after the call was sent to an endpoint that refused it: what the
     // proxy had piped there, and the rest, go to the other endpoint.
     for how in [Misbehaviour::RefuseStreams, Misbehaviour::GoAwayFirst] {
-        let refusing = spawn_refusing(how).await;
-        let good = spawn_backend().await;
-        let yaml = config(
-            &[&refusing.url, &good.url],
-            &["outlier: { enabled: false }"],
-            &[],
-        );
-        let proxy = spawn_proxy_yaml(&yaml).await;
+        let (refusing, good, proxy) = refusing_then_good(how).await;
         for i in 0..6 {
             let mut client = Client::connect(proxy.addr, Http::H1).await;
             let (tx, body) = streaming_body();
